@@ -1,0 +1,81 @@
+"""Shared timing and memory measurement for the benchmark scripts.
+
+Memory on a CPU is measured as the bytes of tensors autograd saves for the
+backward pass (deduplicated by storage) - a deterministic number that does not
+depend on the allocator - and, on a GPU, as ``torch.cuda.max_memory_allocated``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import torch
+
+
+@contextmanager
+def saved_tensor_bytes() -> Iterator[dict]:
+    """Count the bytes autograd saves for backward inside the block (``result["bytes"]``)."""
+    seen: set = set()
+    result = {"bytes": 0}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        key = (storage.data_ptr(), storage.nbytes())
+        if key not in seen:
+            seen.add(key)
+            result["bytes"] += storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        yield result
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(step: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> float:
+    """Median wall time of ``step()`` in milliseconds."""
+    for _ in range(warmup):
+        step()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        sync(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def time_interleaved(steps: dict[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median wall time (ms) of each named step, run alternately so noise hits all alike."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            sync(device)
+            start = time.perf_counter()
+            step()
+            sync(device)
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def peak_memory_mb(step: Callable[[], object], device: torch.device) -> float:
+    """Peak memory of one ``step()`` in MB: CUDA peak allocation, or saved-for-backward bytes on CPU."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        sync(device)
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    with saved_tensor_bytes() as saved:
+        step()
+    return saved["bytes"] / 2**20

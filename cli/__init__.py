@@ -1,0 +1,1 @@
+"""The lightning-local command line (installed as ``lightning_local.cli``)."""

@@ -1,0 +1,1 @@
+"""lightning-local: compare spiking-network learning rules of different locality."""

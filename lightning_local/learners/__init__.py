@@ -1,0 +1,15 @@
+"""Learner plugin interface and discovery."""
+
+from .base import Learner, LearnerStep, update_objective
+from .registry import LEARNER_GROUP, UnknownNameError, available, build_learner, learner_class_path
+
+__all__ = [
+    "Learner",
+    "LearnerStep",
+    "update_objective",
+    "LEARNER_GROUP",
+    "UnknownNameError",
+    "available",
+    "build_learner",
+    "learner_class_path",
+]

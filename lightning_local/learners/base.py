@@ -1,0 +1,121 @@
+"""The learner plugin interface: how a learning rule hooks into training.
+
+A learning rule is a :class:`Learner` (an ``nn.Module``, so feedback matrices
+and other state it registers as buffers are checkpointed, moved to the right
+device and broadcast by DDP). :class:`~lightning_local.module.SpikingClassifier`
+hands it every training batch through :meth:`Learner.training_step`.
+
+Two ways to produce an update, both compatible with Lightning's optimizers,
+gradient clipping/accumulation and DDP's gradient all-reduce:
+
+* **autograd rules** (BPTT, feedback alignment) return a differentiable loss;
+  Lightning calls ``backward`` on it.
+* **rules that compute their own updates** (e-prop's forward-in-time traces,
+  DECOLLE's per-layer per-step updates) accumulate ``delta`` tensors while they
+  simulate the batch step by step with :meth:`SpikingNetwork.step` (nothing of
+  length T needs to be kept), then return :func:`update_objective` - a scalar
+  whose gradient *is* those updates. Lightning's backward then routes them
+  through the same machinery, so DDP averages them across ranks.
+
+Rules that must step the optimizer inside a sequence (e.g. per-time-step
+DECOLLE) set :attr:`Learner.manual_optimization` and drive
+``module.optimizers()`` themselves.
+
+Learners are discovered through the ``lightning_local.learners`` entry-point
+group (see :mod:`lightning_local.learners.registry`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Optional
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models import NetworkOutput, SpikingNetwork
+    from ..module import SpikingClassifier
+
+
+@dataclass
+class LearnerStep:
+    """What a learner returns for one training batch.
+
+    Attributes:
+        loss: the task loss on this batch (logged as ``train_loss``).
+        logits: class scores ``[B, classes]`` (for the training accuracy).
+        objective: the tensor Lightning back-propagates; ``None`` when the
+            learner already stepped the optimizer itself (manual optimization).
+    """
+
+    loss: Tensor
+    logits: Tensor
+    objective: Optional[Tensor]
+
+
+class Learner(nn.Module):
+    """Base class of a learning rule (a plugin).
+
+    Subclasses store every ``__init__`` argument under an attribute of the same
+    name, so :meth:`spec` can record how to rebuild them from a checkpoint.
+    """
+
+    #: Short name under which the rule is registered (the entry-point name).
+    name: ClassVar[str] = ""
+    #: True when :meth:`training_step` steps the optimizer itself.
+    manual_optimization: ClassVar[bool] = False
+
+    def attach(self, network: "SpikingNetwork") -> None:
+        """Called once the network exists: create feedback matrices, traces, ... here."""
+
+    def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
+        """Produce the update for one batch ``frames [B, T, N]``, ``labels [B]``."""
+        raise NotImplementedError
+
+    def evaluate(self, module: "SpikingClassifier", frames: Tensor) -> "NetworkOutput":
+        """Forward pass used for validation/test; default: the SNN itself."""
+        return module.network(frames)
+
+    # Optional lifecycle hooks the module forwards to its learner.
+    def on_train_epoch_start(self, module: "SpikingClassifier") -> None:
+        """Hook: start of each training epoch."""
+
+    def on_train_epoch_end(self, module: "SpikingClassifier") -> None:
+        """Hook: end of each training epoch."""
+
+    def on_validation_epoch_start(self, module: "SpikingClassifier") -> None:
+        """Hook: start of each validation run."""
+
+    def on_test_epoch_start(self, module: "SpikingClassifier") -> None:
+        """Hook: start of each test run."""
+
+    def on_fit_end(self, module: "SpikingClassifier") -> None:
+        """Hook: end of ``fit``."""
+
+    def spec(self) -> dict[str, Any]:
+        """``{"class_path", "init_args"}`` that rebuilds this learner (stored in checkpoints)."""
+        cls = type(self)
+        names = [
+            p.name
+            for p in inspect.signature(cls.__init__).parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": {n: getattr(self, n) for n in names}}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.spec()["init_args"].items())
+
+
+def update_objective(updates: Iterable[tuple[nn.Parameter, Tensor]]) -> Tensor:
+    """A scalar whose gradient with respect to each parameter equals its update.
+
+    ``sum_p <p, delta_p>`` with ``delta_p`` detached has ``d/dp = delta_p``.
+    Returning it from :meth:`Learner.training_step` lets Lightning's usual
+    backward apply a hand-computed update (and lets DDP all-reduce it).
+    """
+    terms = [(param * delta.detach()).sum() for param, delta in updates]
+    if not terms:
+        raise ValueError("update_objective needs at least one (parameter, update) pair.")
+    return torch.stack(terms).sum()

@@ -1,0 +1,74 @@
+"""Finding learners and data modules by short name through entry points.
+
+Third-party packages add a learner by declaring, in their ``pyproject.toml``::
+
+    [project.entry-points."lightning_local.learners"]
+    my_rule = "my_package.module:MyRule"
+
+after which ``lightning-local fit --learner my_rule`` works without touching
+this repository. Data modules use the ``lightning_local.datasets`` group.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+LEARNER_GROUP = "lightning_local.learners"
+DATASET_GROUP = "lightning_local.datasets"
+
+
+class UnknownNameError(ValueError):
+    """A short name that no installed plugin registers."""
+
+
+def available(group: str) -> dict[str, str]:
+    """Short name -> ``"module:attr"`` of every entry point in ``group``."""
+    return {ep.name: ep.value for ep in entry_points(group=group)}
+
+
+def class_path(group: str, name: str, kind: str) -> str:
+    """Dotted class path registered as ``name`` in ``group`` (clear error if unknown)."""
+    names = available(group)
+    if name not in names:
+        raise UnknownNameError(
+            f"Unknown {kind} {name!r}: available {kind}s are {', '.join(sorted(names)) or '(none installed)'}; "
+            f"install a plugin that registers it under the '{group}' entry-point group or pass a full class path."
+        )
+    module, _, attr = names[name].partition(":")
+    return f"{module}.{attr}"
+
+
+def load(group: str, name: str, kind: str) -> Any:
+    """Import and return the object registered as ``name`` in ``group``."""
+    class_path(group, name, kind)  # raises the clear error for unknown names
+    (entry,) = [ep for ep in entry_points(group=group) if ep.name == name]
+    return entry.load()
+
+
+def learner_class_path(name: str) -> str:
+    """Class path of the learner registered as ``name``."""
+    return class_path(LEARNER_GROUP, name, "learner")
+
+
+def dataset_class_path(name: str) -> str:
+    """Class path of the data module registered as ``name``."""
+    return class_path(DATASET_GROUP, name, "dataset")
+
+
+def build_learner(value: Any) -> Any:
+    """A :class:`Learner` from an instance, a short name or a ``{"class_path", "init_args"}`` dict."""
+    from importlib import import_module
+
+    from .base import Learner
+
+    if isinstance(value, Learner):
+        return value
+    if isinstance(value, str):
+        path = value if "." in value else learner_class_path(value)
+        value = {"class_path": path, "init_args": {}}
+    if isinstance(value, dict) and "class_path" in value:
+        module, _, attr = value["class_path"].rpartition(".")
+        cls = getattr(import_module(module), attr)
+        return cls(**value.get("init_args", {}))
+    raise TypeError(f"Cannot build a learner from {value!r}: pass a Learner, a registered name or a class_path dict.")

@@ -1,0 +1,158 @@
+"""Fully connected LIF networks: feed-forward (FF) and explicitly recurrent (REC).
+
+A network is a stack of :class:`LIFLayer`. In REC networks every *hidden*
+layer has its own recurrent weights ``V``; the output layer never does.
+
+Readout (documented choice): the output layer is made of the same LIF neurons;
+its membrane potential ``u^t`` is read out at every step. The training loss is
+the mean over time of the per-step cross-entropy of ``u^t`` (so every step has
+its own learning signal, which online rules such as e-prop and DECOLLE need),
+and the prediction is ``argmax_c sum_t u_c^t``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..neurons import LIFParameters, LIFState, lif_sequence, lif_step
+
+Architecture = Literal["ff", "rec"]
+
+
+class LIFLayer(nn.Module):
+    """One fully connected layer of LIF neurons (eq. 1), bias-free like the paper.
+
+    Args:
+        in_features: size of the presynaptic layer.
+        out_features: number of LIF neurons.
+        params: neuron constants.
+        recurrent: add recurrent weights ``V`` (REC hidden layers).
+    """
+
+    def __init__(self, in_features: int, out_features: int, params: LIFParameters, recurrent: bool = False) -> None:
+        super().__init__()
+        self.params = params
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.recurrent_weight: Optional[nn.Parameter] = (
+            nn.Parameter(torch.empty(out_features, out_features)) if recurrent else None
+        )
+        self.reset_parameters()
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    def reset_parameters(self) -> None:
+        # nn.Linear's default initialisation, for W and (if present) V.
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.recurrent_weight is not None:
+            nn.init.kaiming_uniform_(self.recurrent_weight, a=math.sqrt(5))
+
+    def forward(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """Whole sequence: ``inputs`` ``[T, B, in]`` -> ``(spikes, membrane)`` ``[T, B, out]``."""
+        # One matmul projects all time steps at once; the scan does the rest.
+        currents = inputs @ self.weight.t()
+        return lif_sequence(currents, self.params, self.recurrent_weight)
+
+    def step(self, inputs: Tensor, state: LIFState) -> LIFState:
+        """One time step: ``inputs`` ``[B, in]``; returns the new state (with spikes)."""
+        return lif_step(inputs @ self.weight.t(), state, self.params, self.recurrent_weight)
+
+    def initial_state(self, batch: int, like: Tensor) -> LIFState:
+        """Zero state for a batch, on ``like``'s device and dtype."""
+        return LIFState.zeros(batch, self.out_features, like)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, recurrent={self.recurrent_weight is not None}"
+
+
+@dataclass
+class NetworkOutput:
+    """What a forward pass produced, all time-major.
+
+    Attributes:
+        spikes: spikes of every layer (hidden layers first, output last), each ``[T, B, n_l]``.
+        output_membrane: membrane potential of the output layer ``[T, B, classes]``.
+    """
+
+    spikes: list[Tensor]
+    output_membrane: Tensor
+
+    @property
+    def logits(self) -> Tensor:
+        """Class scores ``[B, classes]``: output membrane averaged over time."""
+        return self.output_membrane.mean(dim=0)
+
+
+class SpikingNetwork(nn.Module):
+    """FF or REC fully connected SNN of LIF neurons.
+
+    Args:
+        num_inputs: input features per time step.
+        hidden_sizes: neurons per hidden layer (paper: N-MNIST 120-84, DVS Gesture 512, TIMIT 400).
+        num_classes: output neurons.
+        architecture: ``"ff"`` (feed-forward) or ``"rec"`` (recurrent weights on hidden layers).
+        params: neuron constants shared by all layers.
+    """
+
+    def __init__(
+        self,
+        num_inputs: int,
+        hidden_sizes: Sequence[int],
+        num_classes: int,
+        architecture: Architecture = "ff",
+        params: LIFParameters = LIFParameters(),
+    ) -> None:
+        super().__init__()
+        if architecture not in ("ff", "rec"):
+            raise ValueError(f"Unknown architecture {architecture!r}: use 'ff' or 'rec'.")
+        sizes = [num_inputs, *hidden_sizes, num_classes]
+        self.architecture = architecture
+        self.params = params
+        self.layers = nn.ModuleList(
+            LIFLayer(n_in, n_out, params, recurrent=(architecture == "rec" and i < len(hidden_sizes)))
+            for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))
+        )
+
+    @property
+    def num_inputs(self) -> int:
+        return self.layers[0].in_features
+
+    def forward(self, frames: Tensor) -> NetworkOutput:
+        """Run a batch ``frames`` ``[B, T, num_inputs]`` through all layers."""
+        x = frames.transpose(0, 1)  # time-major for the scan
+        spikes: list[Tensor] = []
+        membrane = x
+        for layer in self.layers:
+            x, membrane = layer(x)
+            spikes.append(x)
+        return NetworkOutput(spikes=spikes, output_membrane=membrane)
+
+    def initial_state(self, batch: int, like: Tensor) -> list[LIFState]:
+        """Zero state of every layer (for step-by-step simulation)."""
+        return [layer.initial_state(batch, like) for layer in self.layers]
+
+    def step(self, frame: Tensor, states: list[LIFState]) -> list[LIFState]:
+        """Advance every layer by one step on ``frame`` ``[B, num_inputs]``."""
+        new_states = []
+        x = frame
+        for layer, state in zip(self.layers, states):
+            state = layer.step(x, state)
+            new_states.append(state)
+            x = state.spk
+        return new_states
+
+
+def per_step_cross_entropy(output_membrane: Tensor, labels: Tensor) -> Tensor:
+    """Mean over time and batch of the cross-entropy of ``u^t`` (the training loss)."""
+    steps, batch, classes = output_membrane.shape
+    return nn.functional.cross_entropy(output_membrane.reshape(steps * batch, classes), labels.repeat(steps))

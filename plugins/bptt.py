@@ -1,0 +1,28 @@
+"""Backpropagation through time with surrogate gradients."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch import Tensor
+
+from lightning_local.learners import Learner, LearnerStep
+from lightning_local.models import per_step_cross_entropy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lightning_local.module import SpikingClassifier
+
+
+class BPTT(Learner):
+    """Exact gradient of the per-step cross-entropy through all layers and time steps.
+
+    The network's fused LIF scan supplies the backward pass (surrogate spike
+    derivative, detached reset); memory grows linearly with T.
+    """
+
+    name = "bptt"
+
+    def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
+        output = module.network(frames)
+        loss = per_step_cross_entropy(output.output_membrane, labels)
+        return LearnerStep(loss=loss.detach(), logits=output.logits.detach(), objective=loss)

@@ -1,0 +1,114 @@
+"""The `lightning-local` command run through its own `main([...])` on the real recordings."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lightning_local.cli.main import expand_short_names, main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def nmnist_args(root: Path) -> list[str]:
+    return ["--data", "nmnist", "--data.root", str(root), "--data.batch_size", "32", "--data.n_time_bins", "30"]
+
+
+def read_metrics(run_root: Path) -> list[dict[str, str]]:
+    (metrics_file,) = run_root.rglob("metrics.csv")
+    with metrics_file.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def logged(rows: list[dict[str, str]], key: str) -> list[float]:
+    return [float(row[key]) for row in rows if row.get(key)]
+
+
+def test_fit_logs_checkpoints_and_tests(nmnist_small, fast_trainer_args, tmp_path):
+    main(["fit", "--learner", "bptt", *nmnist_args(nmnist_small), *fast_trainer_args])
+    rows = read_metrics(tmp_path / "runs")
+    assert logged(rows, "train_loss_epoch") and logged(rows, "val_acc") and logged(rows, "val_loss")
+    (test_acc,) = logged(rows, "test_acc")  # fit ends with a test of the best checkpoint
+    assert 0.0 <= test_acc <= 1.0
+    checkpoints = {p.name for p in (tmp_path / "runs").rglob("*.ckpt")}
+    assert "last.ckpt" in checkpoints and any(name.startswith("best-") for name in checkpoints)
+    (config,) = (tmp_path / "runs").rglob("config.yaml")
+    saved = yaml.safe_load(config.read_text())
+    assert saved["learner"]["class_path"] == "lightning_local.plugins.bptt.BPTT"
+
+
+def test_validate_and_test_take_a_checkpoint(nmnist_small, fast_trainer_args, tmp_path):
+    main(["fit", "--model.architecture", "rec", *nmnist_args(nmnist_small), *fast_trainer_args, "--test_after_fit", "false"])
+    (last,) = (tmp_path / "runs").rglob("last.ckpt")
+    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    assert "network.layers.0.recurrent_weight" in checkpoint["state_dict"]
+    for subcommand, metric in (("validate", "val_acc"), ("test", "test_acc")):
+        logs = tmp_path / subcommand
+        main([subcommand, "--model.architecture", "rec", *nmnist_args(nmnist_small),
+              "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2",
+              "--trainer.logger.init_args.save_dir", str(logs), "--ckpt_path", str(last)])
+        assert logged(read_metrics(logs), metric)
+
+
+def test_custom_callback_from_command_line_and_config(nmnist_small, fast_trainer_args, tmp_path):
+    record = tmp_path / "record.json"
+    main(["fit", *nmnist_args(nmnist_small), *fast_trainer_args, "--test_after_fit", "false",
+          "--trainer.callbacks+=support.callbacks.RecordEpochs", f"--trainer.callbacks.path={record}"])
+    seen = json.loads(record.read_text())
+    assert seen["epochs"] == [0] and "val_acc" in seen["metrics"]
+
+    record.unlink()
+    config = tmp_path / "callbacks.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {"callbacks": [
+        {"class_path": "support.callbacks.RecordEpochs", "init_args": {"path": str(record)}}]}}))
+    main(["fit", "--config", str(config), *nmnist_args(nmnist_small), *fast_trainer_args, "--test_after_fit", "false"])
+    assert json.loads(record.read_text())["epochs"] == [0]
+
+
+def test_same_seed_gives_identical_metrics(nmnist_small, tmp_path):
+    def run(name: str) -> list[dict[str, str]]:
+        main(["fit", "--seed_everything", "7", *nmnist_args(nmnist_small), "--trainer.max_epochs", "2",
+              "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2",
+              "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
+              "--trainer.logger.init_args.save_dir", str(tmp_path / name)])
+        return read_metrics(tmp_path / name)
+
+    first, second = run("a"), run("b")
+    assert len(logged(first, "train_loss_step")) >= 4
+    assert first == second
+
+
+def test_print_config_shows_the_resolved_config(nmnist_small, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--learner", "bptt", "--model.architecture", "rec", *nmnist_args(nmnist_small), "--print_config"])
+    assert exit_info.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["learner"]["class_path"] == "lightning_local.plugins.bptt.BPTT"
+    assert config["model"]["architecture"] == "rec"
+    assert config["data"]["class_path"] == "lightning_local.data.nmnist.NMNIST"
+    assert config["data"]["init_args"]["n_time_bins"] == 30
+
+
+def test_unknown_learner_and_dataset_names_list_the_available_ones(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--learner", "hebbian_magic"])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "Unknown learner 'hebbian_magic'" in message and "bptt" in message
+    with pytest.raises(SystemExit):
+        main(["fit", "--data=cifar_dvs"])
+    assert "nmnist" in capsys.readouterr().err
+
+
+def test_short_names_expand_to_class_paths():
+    assert expand_short_names(["fit", "--learner", "BPTT", "--data=nmnist", "--data.root", "x"]) == [
+        "fit", "--learner", "lightning_local.plugins.bptt.BPTT",
+        "--data=lightning_local.data.nmnist.NMNIST", "--data.root", "x",
+    ]
+    # full class paths and config files pass through untouched
+    assert expand_short_names(["--learner", "pkg.Rule", "--data", "d.yaml"]) == ["--learner", "pkg.Rule", "--data", "d.yaml"]

@@ -1,0 +1,52 @@
+"""Lightning's own DDP strategy with learner plugins (2 CPU processes, run as subprocesses)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "tests" / "support" / "ddp_train.py"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "tests")}
+
+
+def run(command: list[str], cwd: Path) -> None:
+    result = subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+
+
+def load_ranks(directory: Path, count: int) -> list[dict[str, torch.Tensor]]:
+    return [torch.load(directory / f"rank{k}.pt") for k in range(count)]
+
+
+def test_cli_ddp_trains_and_ranks_agree(nmnist_small, tmp_path):
+    out = tmp_path / "weights"
+    run([sys.executable, "-m", "lightning_local.cli.main", "fit", "--learner", "bptt",
+         "--data", "nmnist", "--data.root", str(nmnist_small), "--data.n_time_bins", "20", "--data.batch_size", "16",
+         "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
+         "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false",
+         "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+         "--trainer.callbacks+=support.callbacks.SaveRankWeights", f"--trainer.callbacks.directory={out}"], cwd=tmp_path)
+    rank0, rank1 = load_ranks(out, 2)
+    assert rank0.keys() == rank1.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), f"{name} differs between ranks"
+
+
+@pytest.mark.parametrize("learner", ["bptt"])
+@pytest.mark.parametrize("architecture", ["ff", "rec"])
+def test_ddp_equals_one_process_on_the_global_batch(learner, architecture, tmp_path):
+    common = [sys.executable, str(SCRIPT), "--learner", learner, "--architecture", architecture]
+    run([*common, "--devices", "2", "--batch", "4", "--out", str(tmp_path / "ddp")], cwd=tmp_path)
+    run([*common, "--devices", "1", "--batch", "8", "--out", str(tmp_path / "single")], cwd=tmp_path)
+    rank0, rank1 = load_ranks(tmp_path / "ddp", 2)
+    (single,) = load_ranks(tmp_path / "single", 1)
+    for name in single:
+        assert torch.equal(rank0[name], rank1[name]), f"{name} differs between ranks"
+        torch.testing.assert_close(rank0[name], single[name], rtol=1e-4, atol=1e-5, msg=f"{learner}: {name}")

@@ -1,0 +1,35 @@
+"""Shared fixtures: where the real recordings live, and a quiet, fast CLI run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+# Helper modules for tests (callbacks, scripts) are importable as `support.*`.
+sys.path.insert(0, str(REPO / "tests"))
+
+
+@pytest.fixture(scope="session")
+def nmnist_small() -> Path:
+    """The 800 real N-MNIST recordings in ../shared (skip with a clear message if absent)."""
+    root = SHARED_DATA / "nmnist_small"
+    if not (root / "Train").is_dir():
+        pytest.skip(f"real N-MNIST recordings not found at {root}: this test needs the workplace's ../shared/data folder")
+    return root
+
+
+@pytest.fixture
+def fast_trainer_args(tmp_path: Path) -> list[str]:
+    """Trainer flags for a short, quiet CLI run that logs under tmp_path."""
+    return [
+        "--trainer.max_epochs", "1",
+        "--trainer.limit_train_batches", "3",
+        "--trainer.limit_val_batches", "2",
+        "--trainer.limit_test_batches", "2",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+    ]

@@ -1,0 +1,1 @@
+"""Helpers for the tests (importable as ``support`` in subprocesses via PYTHONPATH=tests)."""

@@ -1,0 +1,36 @@
+"""Callbacks the tests add from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+
+
+class RecordEpochs(pl.Callback):
+    """Writes the epochs it saw and the final logged metrics to ``path`` (JSON)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.epochs: list[int] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.epochs.append(trainer.current_epoch)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        self.path.write_text(json.dumps({"epochs": self.epochs, "metrics": metrics}))
+
+
+class SaveRankWeights(pl.Callback):
+    """Saves every rank's final weights as ``<directory>/rank<k>.pt`` (DDP tests)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = Path(directory)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().clone() for k, v in pl_module.network.state_dict().items()}
+        torch.save(state, self.directory / f"rank{trainer.global_rank}.pt")
