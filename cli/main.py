@@ -17,12 +17,16 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_local.data.base import EventDataModule
+from lightning_local.data.errors import DatasetNotFoundError, EventDataError
 from lightning_local.learners import Learner
 from lightning_local.learners.registry import DATASET_GROUP, LEARNER_GROUP, UnknownNameError, class_path
-from lightning_local.module import SpikingClassifier
+from lightning_local.module import InvalidInputError, SpikingClassifier
+
+# Errors caused by the user's input: shown as one line, not a traceback.
+USER_ERRORS = (UnknownNameError, DatasetNotFoundError, EventDataError, InvalidInputError)
 
 DEFAULT_LEARNER = "lightning_local.plugins.bptt.BPTT"
-DEFAULT_DATA = "lightning_local.data.nmnist.NMNIST"
+DEFAULT_DATA = "lightning_local.data.saccade_digits.SaccadeDigits"
 
 # flag -> (entry-point group, what to call it in errors)
 SHORT_NAME_FLAGS = {"--learner": (LEARNER_GROUP, "learner"), "--data": (DATASET_GROUP, "dataset")}
@@ -91,12 +95,7 @@ class LightningLocalCLI(LightningCLI):
 
 def build_cli(args: Optional[Sequence[str]] = None) -> LightningLocalCLI:
     """Parse ``args`` (default: ``sys.argv[1:]``) and run the subcommand; returns the CLI object."""
-    argv = list(sys.argv[1:] if args is None else args)
-    try:
-        argv = expand_short_names(argv)
-    except UnknownNameError as error:
-        print(f"lightning-local: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    argv = expand_short_names(list(sys.argv[1:] if args is None else args))
     return LightningLocalCLI(
         SpikingClassifier,
         EventDataModule,
@@ -112,8 +111,12 @@ def build_cli(args: Optional[Sequence[str]] = None) -> LightningLocalCLI:
 
 
 def main(args: Optional[Sequence[str]] = None) -> None:
-    """Entry point of the ``lightning-local`` console script."""
-    build_cli(args)
+    """Entry point of the ``lightning-local`` console script (exit 2 with one line on bad input)."""
+    try:
+        build_cli(args)
+    except USER_ERRORS as error:
+        print(f"lightning-local: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

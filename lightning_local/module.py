@@ -14,6 +14,10 @@ from .models import Architecture, SpikingNetwork, per_step_cross_entropy
 from .neurons import LIFParameters
 
 
+class InvalidInputError(ValueError):
+    """A batch the network cannot take (wrong shape, NaN or infinite values)."""
+
+
 class SpikingClassifier(pl.LightningModule):
     """A FF or REC LIF network trained by a swappable learning rule.
 
@@ -65,12 +69,12 @@ class SpikingClassifier(pl.LightningModule):
         """Reject input that would silently give wrong results."""
         expected = self.network.num_inputs
         if frames.dim() != 3 or frames.shape[-1] != expected:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Expected input frames of shape [batch, time, {expected}], got {tuple(frames.shape)}: "
                 "check that the data module's num_inputs matches the model."
             )
         if not torch.isfinite(frames).all():
-            raise ValueError("Input frames contain NaN or infinite values: check the data pipeline or the dataset files.")
+            raise InvalidInputError("Input frames contain NaN or infinite values: check the data pipeline or the dataset files.")
 
     # ------------------------------------------------------------------ steps
     def forward(self, frames: Tensor) -> Tensor:

@@ -112,3 +112,12 @@ def test_short_names_expand_to_class_paths():
     ]
     # full class paths and config files pass through untouched
     assert expand_short_names(["--learner", "pkg.Rule", "--data", "d.yaml"]) == ["--learner", "pkg.Rule", "--data", "d.yaml"]
+
+
+def test_missing_data_offline_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--data", "nmnist", "--data.root", str(tmp_path / "nowhere"), "--data.download", "false",
+              "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lightning-local: error:")]
+    assert "N-MNIST not found" in line and "Train/<digit>/*.bin" in line
