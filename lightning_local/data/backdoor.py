@@ -1,0 +1,270 @@
+"""Backdoor poisoning of any event DataModule (paper Table V).
+
+:class:`Backdoor` wraps another :class:`EventDataModule` (``base``). A trigger
+- a few input pixels switched on at *every* time step - is stamped on exactly
+``round(poison_rate * n_source)`` (rounded half up) training samples of the
+SOURCE class, chosen with ``seed``, and those samples are relabelled as the
+TARGET class. Validation and test splits are the base's, untouched. The
+attack is measured on :attr:`Backdoor.triggered_test_dataset`: every test
+sample of the source class with the trigger stamped on (labels kept); the
+attack success rate (ASR) is the share of them predicted as the target, see
+:class:`lightning_local.analysis.BackdoorEvaluation`, which evaluates this set
+at the end of ``trainer.test`` (the model's own test step keeps measuring
+clean accuracy on the clean test split).
+
+Command line::
+
+    lightning-local fit --data lightning_local.data.backdoor.Backdoor \\
+        --data.base lightning_local.data.nmnist.NMNIST --data.base.root DIR \\
+        --data.poison_rate 0.5 --data.seed 3 \\
+        --trainer.callbacks+=lightning_local.analysis.BackdoorEvaluation
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Optional, Union
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from lightning_local.data.base import EventDataModule
+
+TriggerPixel = Union[int, tuple[int, int, int]]
+"""A trigger location: a flat frame index, or ``(polarity, y, x)``."""
+
+
+def dataset_labels(dataset: Dataset) -> list[int]:
+    """Labels of every sample, in index order, reading files only when the dataset has no ``labels``."""
+    if isinstance(dataset, Subset):
+        inner = dataset_labels(dataset.dataset)
+        return [inner[i] for i in dataset.indices]
+    labels = getattr(dataset, "labels", None)
+    if labels is not None:
+        return [int(label) for label in labels]
+    return [int(dataset[i][1]) for i in range(len(dataset))]  # type: ignore[arg-type]
+
+
+def default_trigger(frame_shape: Optional[tuple[int, int, int]], num_inputs: int) -> list[int]:
+    """A 2x2 block of polarity-0 pixels one pixel in from the bottom-right corner (last 4 inputs if the layout is unknown)."""
+    if frame_shape is None:
+        return list(range(num_inputs - 4, num_inputs))
+    _, height, width = frame_shape
+    return [flat_index((0, y, x), frame_shape) for y in (height - 3, height - 2) for x in (width - 3, width - 2)]
+
+
+def flat_index(pixel: TriggerPixel, frame_shape: Optional[tuple[int, int, int]]) -> int:
+    """Flat frame index of ``pixel``: ``p * H * W + y * W + x`` (the layout of :mod:`lightning_local.data.frames`)."""
+    if isinstance(pixel, int):
+        return pixel
+    if frame_shape is None:
+        raise ValueError("This data module has no (polarity, height, width) layout: give the trigger as flat indices.")
+    p, y, x = (int(v) for v in pixel)
+    polarities, height, width = frame_shape
+    if not (0 <= p < polarities and 0 <= y < height and 0 <= x < width):
+        raise ValueError(f"Trigger pixel {tuple(pixel)} lies outside the frame (polarity, y, x) < {frame_shape}.")
+    return (p * height + y) * width + x
+
+
+class Trigger:
+    """Input locations set to ``value`` at every time step.
+
+    Args:
+        indices: flat indices into a frame ``[num_inputs]``.
+        value: the value written there (1 = an event in every time bin).
+    """
+
+    def __init__(self, indices: Sequence[int], value: float = 1.0) -> None:
+        self.indices = torch.as_tensor(list(indices), dtype=torch.long)
+        self.value = value
+
+    def apply(self, frames: torch.Tensor) -> torch.Tensor:
+        """A copy of ``frames`` ``[..., T, num_inputs]`` with the trigger stamped on."""
+        stamped = frames.clone()
+        stamped[..., self.indices] = self.value
+        return stamped
+
+
+class PoisonedDataset(Dataset):
+    """``dataset`` with the samples in ``poisoned`` triggered and relabelled ``target``."""
+
+    def __init__(self, dataset: Dataset, poisoned: Sequence[int], trigger: Trigger, target: int) -> None:
+        self.dataset = dataset
+        self.poisoned = frozenset(int(i) for i in poisoned)
+        self.trigger = trigger
+        self.target = target
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        frames, label = self.dataset[index]
+        if index in self.poisoned:
+            return self.trigger.apply(frames), self.target
+        return frames, label
+
+    @property
+    def labels(self) -> list[int]:
+        """Labels after poisoning (no file is read when the wrapped dataset knows its labels)."""
+        return [self.target if i in self.poisoned else label for i, label in enumerate(dataset_labels(self.dataset))]
+
+
+class TriggeredDataset(Dataset):
+    """The samples ``indices`` of ``dataset`` with the trigger stamped on; labels are kept."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int], trigger: Trigger) -> None:
+        self.dataset = dataset
+        self.indices = list(indices)
+        self.trigger = trigger
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        frames, label = self.dataset[self.indices[index]]
+        return self.trigger.apply(frames), label
+
+
+class Backdoor(EventDataModule):
+    """Poisons the SOURCE class of a wrapped data module's training split with a trigger relabelled as TARGET.
+
+    Args:
+        base: the data module to poison (its ``num_inputs``, ``num_classes``, ``num_steps``,
+            batch size and workers are used).
+        poison_rate: share of the source class's training samples poisoned (0 ... 1).
+        source: class whose samples are poisoned (None: drawn with ``seed``).
+        target: label the poisoned samples get (None: drawn with ``seed``, never the source).
+        trigger: pixels switched on at every step, as ``(polarity, y, x)`` triples or flat
+            indices (None: a 2x2 polarity-0 block one pixel in from the bottom-right corner).
+        trigger_value: value written at the trigger pixels.
+        seed: seed of the source/target draw and of the choice of poisoned samples (splits and
+            shuffling follow the base's own ``seed``). The paper averages 5 random pairs: run
+            seeds 0-4.
+
+    ``setup`` sets up the base and installs the poisoned training split as the base's
+    ``train_dataset`` (the wrapper owns its base), so the base's loaders - batch size,
+    workers, seeded shuffling - serve every split; ``val_dataset`` and ``test_dataset``
+    are the base's own objects, untouched.
+
+    Attributes:
+        source, target: the classes in use.
+        trigger: the :class:`Trigger`.
+        poisoned_indices: indices into ``train_dataset`` that were poisoned (after ``setup``).
+        triggered_test_dataset: triggered source-class test samples (after ``setup``).
+    """
+
+    def __init__(
+        self,
+        base: EventDataModule,
+        poison_rate: float = 0.1,
+        source: Optional[int] = None,
+        target: Optional[int] = None,
+        trigger: Optional[list[TriggerPixel]] = None,
+        trigger_value: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        # Files, splits and loaders belong to ``base``; EventDataModule.__init__ (which
+        # wants a dataset root) is skipped on purpose, only Lightning's is run.
+        pl.LightningDataModule.__init__(self)
+        self.seed = seed
+        if not 0.0 <= poison_rate <= 1.0:
+            raise ValueError(f"poison_rate must be in [0, 1] (got {poison_rate}).")
+        self.base = base
+        self.poison_rate = poison_rate
+        self.train_dataset: Optional[Dataset] = None
+        self.val_dataset: Optional[Dataset] = None
+        self.test_dataset: Optional[Dataset] = None
+        self.source, self.target = self._classes(source, target)
+        shape = self.frame_shape
+        indices = [flat_index(pixel, shape) for pixel in trigger] if trigger is not None else default_trigger(shape, self.num_inputs)
+        if any(not 0 <= i < self.num_inputs for i in indices):
+            raise ValueError(f"Trigger indices {indices} must lie in [0, {self.num_inputs}).")
+        self.trigger = Trigger(indices, trigger_value)
+        self.poisoned_indices: list[int] = []
+        self.triggered_test_dataset: Optional[Dataset] = None
+
+    # ------------------------------------------------------------ delegation
+    @property
+    def num_inputs(self) -> int:
+        return self.base.num_inputs
+
+    @property
+    def num_classes(self) -> int:
+        return self.base.num_classes
+
+    @property
+    def num_steps(self) -> int:
+        return self.base.num_steps
+
+    @property
+    def batch_size(self) -> int:
+        return self.base.batch_size
+
+    @property
+    def num_workers(self) -> int:
+        return self.base.num_workers
+
+    @property
+    def frame_shape(self) -> Optional[tuple[int, int, int]]:
+        """``(polarities, height, width)`` of a frame, or None when the base has no sensor layout."""
+        to_frames = getattr(self.base, "to_frames", None)
+        if to_frames is None or getattr(to_frames, "num_inputs", None) != self.num_inputs:
+            return None
+        width, height, polarities = to_frames.frame_size
+        return polarities, height, width
+
+    # --------------------------------------------------------------- setup
+    def _classes(self, source: Optional[int], target: Optional[int]) -> tuple[int, int]:
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed).spawn(2)[0])
+        classes = self.num_classes
+        if source is None:
+            source = int(rng.integers(classes))
+        if target is None:
+            others = [c for c in range(classes) if c != source]
+            target = int(others[rng.integers(len(others))])
+        if not (0 <= source < classes and 0 <= target < classes) or source == target:
+            raise ValueError(f"source and target must be two different classes in [0, {classes}) (got {source}, {target}).")
+        return source, target
+
+    def prepare_data(self) -> None:
+        """Let the base download or generate its data."""
+        self.base.prepare_data()
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        """Set up the base, then poison its training split (once)."""
+        if self.train_dataset is not None:
+            return
+        self.base.setup(stage)
+        train, test = self.base.train_dataset, self.base.test_dataset
+        if train is None or test is None:
+            raise RuntimeError(f"{type(self.base).__name__}.setup() did not build train_dataset and test_dataset.")
+        sources = [i for i, label in enumerate(dataset_labels(train)) if label == self.source]
+        count = int(np.floor(self.poison_rate * len(sources) + 0.5))
+        rng = np.random.default_rng(np.random.SeedSequence(self.seed).spawn(2)[1])
+        self.poisoned_indices = sorted(int(i) for i in rng.choice(sources, size=count, replace=False)) if count else []
+        self.train_dataset = PoisonedDataset(train, self.poisoned_indices, self.trigger, self.target)
+        self.base.train_dataset = self.train_dataset  # the base's loader (batching, seeded shuffle) serves it
+        self.val_dataset = self.base.val_dataset
+        self.test_dataset = test
+        test_sources = [i for i, label in enumerate(dataset_labels(test)) if label == self.source]
+        self.triggered_test_dataset = TriggeredDataset(test, test_sources, self.trigger)
+
+    def train_dataloader(self) -> DataLoader:
+        """The base's training loader, over the poisoned training split."""
+        return self.base.train_dataloader()
+
+    def val_dataloader(self) -> DataLoader:
+        """The base's (clean) validation loader."""
+        return self.base.val_dataloader()
+
+    def test_dataloader(self) -> DataLoader:
+        """The base's (clean) test loader."""
+        return self.base.test_dataloader()
+
+    def triggered_test_dataloader(self) -> DataLoader:
+        """Loader over :attr:`triggered_test_dataset` in order, with the base's batch size and workers."""
+        if self.triggered_test_dataset is None:
+            raise RuntimeError("Backdoor.setup() must run before requesting the triggered test loader.")
+        return DataLoader(self.triggered_test_dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)

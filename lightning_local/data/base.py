@@ -1,0 +1,316 @@
+"""Common base of every event DataModule: splits, datasets and loaders.
+
+Batch contract: every DataModule yields ``(frames, labels)`` with
+``frames: torch.float32 [B, T, num_inputs]`` -- per time bin, the flattened
+polarity x height x width grid of event counts clipped at 1, so values are in
+{0, 1} (see :mod:`lightning_local.data.frames`) -- and ``labels: torch.int64 [B]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_local.data.download import download_with_tonic
+from lightning_local.data.errors import DatasetNotFoundError, EventDataError, not_found_message
+from lightning_local.data.frames import EventsToFrames
+from lightning_local.data.splits import stratified_split
+
+log = logging.getLogger(__name__)
+
+TEST_SPLIT_SEED = 0
+"""Seed of the test split carved from the training folder when a dataset has no test folder.
+
+Fixed (not the DataModule's ``seed``) so runs with different seeds are tested on the same samples.
+"""
+
+
+class Record(NamedTuple):
+    """One recording on disk: its file and its class label."""
+
+    path: str
+    label: int
+
+
+class EventFrameDataset(Dataset):
+    """Recordings on disk, read and framed on access.
+
+    Args:
+        records: The recordings of this split.
+        read_events: Reads one file into a structured event array (must be picklable
+            for ``num_workers > 0``, e.g. a module-level function).
+        to_frames: Converts events to a ``[T, num_inputs]`` float32 tensor.
+
+    Attributes:
+        records: The recordings, in index order.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Record],
+        read_events: Callable[[str], np.ndarray],
+        to_frames: EventsToFrames,
+    ) -> None:
+        self.records = list(records)
+        self.read_events = read_events
+        self.to_frames = to_frames
+
+    @property
+    def labels(self) -> list[int]:
+        """Class label of every sample, in index order (no file is read)."""
+        return [record.label for record in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        """Return ``(frames [T, num_inputs] float32, label int)`` of sample ``index``."""
+        path, label = self.records[index]
+        events = self.read_events(path)
+        return self.to_frames(events, source=path), label
+
+
+def _check_args(n_time_bins: int, downsample: int, batch_size: int, num_workers: int,
+                val_fraction: float, test_fraction: float) -> None:
+    """Raise a one-sentence ValueError for an out-of-range DataModule argument."""
+    rules = {
+        "n_time_bins must be >= 1": n_time_bins >= 1,
+        "downsample must be >= 1": downsample >= 1,
+        "batch_size must be >= 1": batch_size >= 1,
+        "num_workers must be >= 0": num_workers >= 0,
+        "val_fraction must be in [0, 1)": 0 <= val_fraction < 1,
+        "test_fraction must be in [0, 1)": 0 <= test_fraction < 1,
+    }
+    broken = [rule for rule, ok in rules.items() if not ok]
+    if broken:
+        raise ValueError(f"Invalid data arguments: {'; '.join(broken)}.")
+
+
+class EventDataModule(pl.LightningDataModule):
+    """Base class of the event-camera DataModules (frames of binary event counts).
+
+    Subclasses set the class attributes (sensor, classes, reader, download source)
+    and implement :meth:`scan_root` and :meth:`describe_layout`; this class finds
+    the data under ``root`` (downloading it with tonic when allowed) and does the
+    rest. ``setup`` builds ``train_dataset``, ``val_dataset`` and ``test_dataset``
+    once (later calls keep them, so a wrapper installed after ``setup`` survives
+    ``trainer.test``). Validation is a class-stratified ``val_fraction`` of the
+    training recordings chosen with ``seed``. When the dataset has no test folder,
+    a class-stratified ``test_fraction`` of the training recordings is set aside
+    first with the fixed seed :data:`TEST_SPLIT_SEED`. Only the train loader
+    shuffles, with a ``torch.Generator`` seeded by ``seed`` (created at the first
+    ``train_dataloader`` call), so two runs with one seed see identical batches.
+
+    Args:
+        root: Folder holding the dataset in its original layout.
+        download: If the layout is missing under ``root``, let tonic download it.
+        n_time_bins: Number of time bins ``T`` per sample (``num_steps``).
+        downsample: Integer spatial downsampling factor (1 = full resolution).
+        batch_size: Samples per batch in every loader.
+        num_workers: DataLoader worker processes (0 = load in the main process).
+        val_fraction: Share of each class of the training recordings used for validation.
+        test_fraction: Share of each class carved out as test set, only when no test folder exists.
+        seed: Seed of the validation split and of the train shuffling.
+        skip_bad_files: If True, read every file once at setup and drop unreadable or
+            invalid ones with a logged warning; if False, a bad file raises
+            :class:`EventDataError` naming it.
+
+    Attributes:
+        train_dataset: Training split (``None`` before ``setup``).
+        val_dataset: Validation split (``None`` before ``setup``).
+        test_dataset: Test split (``None`` before ``setup``).
+        to_frames: The events-to-frames converter shared by all splits.
+    """
+
+    sensor_size: tuple[int, int, int] = (1, 1, 1)
+    """``(width, height, polarities)`` of the recording sensor (set by subclasses)."""
+    class_names: tuple[str, ...] = ()
+    """Names of the classes in label order (set by subclasses)."""
+    read_events: Callable[[str], np.ndarray]
+    """Reads one recording file; a ``staticmethod`` wrapping a module-level function."""
+    dataset_name: str = "dataset"
+    """Human-readable name used in messages."""
+    tonic_dataset: type | None = None
+    """tonic dataset class that can download the data into ``root`` (None: no download)."""
+    download_url: str = ""
+    """Where users can download the data by hand (used in messages)."""
+
+    def __init__(
+        self,
+        root: str,
+        download: bool = True,
+        n_time_bins: int = 100,
+        downsample: int = 1,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        skip_bad_files: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_args(n_time_bins, downsample, batch_size, num_workers, val_fraction, test_fraction)
+        self.root = root
+        self.download = download
+        self.n_time_bins = n_time_bins
+        self.downsample = downsample
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.seed = seed
+        self.skip_bad_files = skip_bad_files
+        self.to_frames = EventsToFrames(tuple(self.sensor_size), n_time_bins, downsample)
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: Dataset | None = None
+        self._train_generator: torch.Generator | None = None
+
+    @property
+    def num_inputs(self) -> int:
+        """Length of one flattened frame, ``polarities * ceil(H/downsample) * ceil(W/downsample)``."""
+        return self.to_frames.num_inputs
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+    @property
+    def num_steps(self) -> int:
+        """Number of time bins ``T`` per sample."""
+        return self.n_time_bins
+
+    def scan_root(self, root: Path) -> tuple[list[Record], list[Record] | None] | None:
+        """Find the recordings under ``root``.
+
+        Returns:
+            ``(train_records, test_records or None)``, or ``None`` when ``root`` does
+            not hold the dataset's layout.
+        """
+        raise NotImplementedError
+
+    def describe_layout(self, root: Path) -> str:
+        """The expected layout below ``root``, for messages."""
+        raise NotImplementedError
+
+    def find_records(self) -> tuple[list[Record], list[Record] | None]:
+        """Locate the recordings under ``root``, downloading them first if missing and allowed.
+
+        Returns:
+            ``(train_records, test_records)``; ``test_records`` is ``None`` when the
+            dataset has no test folder.
+
+        Raises:
+            DatasetNotFoundError: The layout is missing and downloading is disabled,
+                impossible, or failed.
+        """
+        root = Path(self.root).expanduser()
+        found = self.scan_root(root)
+        if found is not None:
+            return found
+        if not self.download:
+            self._not_found(root, "download is disabled (download=False)")
+        if self.tonic_dataset is None:
+            self._not_found(root, "it cannot be downloaded automatically")
+        download_with_tonic(
+            self.tonic_dataset, root, name=self.dataset_name, layout=self.describe_layout(root), url=self.download_url
+        )
+        found = self.scan_root(root)
+        if found is None:
+            self._not_found(root, "the download did not produce that layout")
+        return found
+
+    def _not_found(self, root: Path, reason: str) -> None:
+        """Raise the one-sentence "dataset not found" error."""
+        message = not_found_message(self.dataset_name, root, self.describe_layout(root), reason, self.download_url)
+        raise DatasetNotFoundError(message)
+
+    def check_record(self, record: Record) -> None:
+        """Cheap per-file check run at setup when ``skip_bad_files`` is False (default: none)."""
+
+    def prepare_data(self) -> None:
+        """Download (or generate) the data if needed; Lightning runs this on one process."""
+        self.find_records()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build ``train_dataset``, ``val_dataset`` and ``test_dataset`` (once).
+
+        Args:
+            stage: Lightning stage (``"fit"``, ``"validate"``, ``"test"``, ...); all
+                splits are built regardless.
+        """
+        if self.train_dataset is not None:
+            return
+        train, test = self.find_records()
+        train = self._screen(train)
+        if test is None:
+            train, test = self._carve(train, self.test_fraction, TEST_SPLIT_SEED)
+        else:
+            test = self._screen(test)
+        train, val = self._carve(train, self.val_fraction, self.seed)
+        self.train_dataset, self.val_dataset, self.test_dataset = (
+            EventFrameDataset(split, self.read_events, self.to_frames) for split in (train, val, test)
+        )
+
+    @staticmethod
+    def _carve(records: list[Record], fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
+        """Split records into (kept, carved) class-stratified with the given seed."""
+        kept, carved = stratified_split([record.label for record in records], fraction, seed)
+        return [records[i] for i in kept], [records[i] for i in carved]
+
+    def _screen(self, records: list[Record]) -> list[Record]:
+        """Check the records: raise on the first bad one, or drop bad ones with a warning."""
+        if not self.skip_bad_files:
+            for record in records:
+                self.check_record(record)
+            return records
+        good = []
+        for record in records:
+            try:
+                self.read_events(record.path)
+            except EventDataError as err:
+                log.warning("Skipping bad recording: %s", err)
+                continue
+            good.append(record)
+        if len(good) < len(records):
+            log.warning("Dropped %d of %d recordings as unreadable.", len(records) - len(good), len(records))
+        return good
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
+        """A DataLoader over ``dataset`` with this module's batch size and workers."""
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before requesting a dataloader.")
+        generator = None
+        if shuffle:
+            if self._train_generator is None:
+                self._train_generator = torch.Generator().manual_seed(self.seed)
+            generator = self._train_generator
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=self.num_workers,
+            pin_memory=False,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (seeded) loader over ``train_dataset``."""
+        return self._loader(self.train_dataset, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Loader over ``val_dataset`` in file order."""
+        return self._loader(self.val_dataset, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Loader over ``test_dataset`` in file order."""
+        return self._loader(self.test_dataset, shuffle=False)
