@@ -1,4 +1,4 @@
-"""Train a few steps with a learner on 1 or N CPU processes and save each rank's weights.
+"""Train a few steps with each learner on 1 or N CPU processes and save each rank's weights.
 
 Run as a script (never inside pytest: `strategy="ddp"` re-launches the command
 it was started with). With N processes and per-rank batch b, the global batch is
@@ -6,7 +6,10 @@ the same N*b samples a single process sees with batch N*b (a non-shuffling
 DistributedSampler interleaves the sequential indices; Lightning's own would
 shuffle the training set), so the final weights must agree to float tolerance.
 
-    python tests/support/ddp_train.py --learner eprop --devices 2 --batch 4 --out DIR
+    python tests/support/ddp_train.py --learners bptt,eprop --architectures ff,rec --devices 2 --batch 4 --out DIR
+
+writes DIR/<learner>_<architecture>/rank<k>.pt. All runs share one process
+launch, because starting DDP workers dominates the cost of these tiny runs.
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ class SequentialShards(pl.LightningDataModule):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--learner", default="bptt")
-    parser.add_argument("--architecture", default="ff")
+    parser.add_argument("--learners", default="bptt", help="comma-separated learner names")
+    parser.add_argument("--architectures", default="ff", help="comma-separated: ff,rec")
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--batch", type=int, required=True, help="per-process batch size")
     parser.add_argument("--train-steps", type=int, default=3)
@@ -55,22 +58,24 @@ def main() -> None:
     labels = torch.randint(0, CLASSES, (SAMPLES,), generator=generator)
     dataset = TensorDataset(frames, labels)
 
-    pl.seed_everything(0)
-    model = SpikingClassifier(INPUTS, CLASSES, learner=args.learner, architecture=args.architecture,
-                              hidden_sizes=[16, 12], lr=1e-2)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=args.devices,
-        strategy="ddp" if args.devices > 1 else "auto",
-        max_steps=args.train_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        callbacks=[SaveRankWeights(str(args.out))],
-    )
-    trainer.fit(model, datamodule=SequentialShards(dataset, args.batch))
+    for learner in args.learners.split(","):
+        for architecture in args.architectures.split(","):
+            pl.seed_everything(0)
+            model = SpikingClassifier(INPUTS, CLASSES, learner=learner, architecture=architecture,
+                                      hidden_sizes=[16, 12], lr=1e-2)
+            trainer = pl.Trainer(
+                accelerator="cpu",
+                devices=args.devices,
+                strategy="ddp" if args.devices > 1 else "auto",
+                max_steps=args.train_steps,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                use_distributed_sampler=False,
+                callbacks=[SaveRankWeights(str(args.out / f"{learner}_{architecture}"))],
+            )
+            trainer.fit(model, datamodule=SequentialShards(dataset, args.batch))
 
 
 if __name__ == "__main__":
