@@ -29,7 +29,13 @@ DEFAULT_LEARNER = "lightning_local.plugins.bptt.BPTT"
 DEFAULT_DATA = "lightning_local.data.saccade_digits.SaccadeDigits"
 
 # flag -> (entry-point group, what to call it in errors)
-SHORT_NAME_FLAGS = {"--learner": (LEARNER_GROUP, "learner"), "--data": (DATASET_GROUP, "dataset")}
+SHORT_NAME_FLAGS = {
+    "--learner": (LEARNER_GROUP, "learner"),
+    "--data": (DATASET_GROUP, "dataset"),
+    # the data module wrapped by a wrapper such as the backdoor DataModule
+    "--data.base": (DATASET_GROUP, "dataset"),
+    "--data.init_args.base": (DATASET_GROUP, "dataset"),
+}
 
 
 def _expand(flag: str, value: str) -> str:
@@ -95,7 +101,13 @@ class LightningLocalCLI(LightningCLI):
 
 def build_cli(args: Optional[Sequence[str]] = None) -> LightningLocalCLI:
     """Parse ``args`` (default: ``sys.argv[1:]``) and run the subcommand; returns the CLI object."""
-    argv = expand_short_names(list(sys.argv[1:] if args is None else args))
+    if args is None:
+        # Rewrite sys.argv itself: DDP re-launches workers from it, and LightningCLI
+        # warns when given both ``args`` and command-line arguments.
+        sys.argv[1:] = expand_short_names(sys.argv[1:])
+        argv = None
+    else:
+        argv = expand_short_names(list(args))
     return LightningLocalCLI(
         SpikingClassifier,
         EventDataModule,

@@ -27,6 +27,7 @@ class SpikingClassifier(pl.LightningModule):
         learner: the learning rule (``--learner NAME`` on the command line).
         architecture: ``ff`` or ``rec`` (recurrent weights on hidden layers).
         hidden_sizes: neurons per hidden layer.
+        recurrent_init_gain: initial recurrent weights are nn.Linear's initialisation times this (REC).
         tau_syn: synaptic time constant in steps (alpha = exp(-1/tau_syn)).
         tau_mem: membrane time constant in steps (beta = exp(-1/tau_mem)).
         v_th: firing threshold.
@@ -43,6 +44,7 @@ class SpikingClassifier(pl.LightningModule):
         learner: Union[Learner, str, dict, None] = None,
         architecture: Architecture = "ff",
         hidden_sizes: Sequence[int] = (120, 84),
+        recurrent_init_gain: float = 0.1,
         tau_syn: float = 5.0,
         tau_mem: float = 10.0,
         v_th: float = 1.0,
@@ -57,7 +59,7 @@ class SpikingClassifier(pl.LightningModule):
         # Record the rule itself so load_from_checkpoint rebuilds the same learner.
         self.hparams["learner"] = self.learner.spec()
         params = LIFParameters(tau_syn=tau_syn, tau_mem=tau_mem, v_th=v_th, surrogate=surrogate, surrogate_scale=surrogate_scale)
-        self.network = SpikingNetwork(num_inputs, list(hidden_sizes), num_classes, architecture, params)
+        self.network = SpikingNetwork(num_inputs, list(hidden_sizes), num_classes, architecture, params, recurrent_init_gain)
         self.learner.attach(self.network)
         self.automatic_optimization = not self.learner.manual_optimization
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")

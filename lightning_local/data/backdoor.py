@@ -153,6 +153,7 @@ class Backdoor(EventDataModule):
         trigger: the :class:`Trigger`.
         poisoned_indices: indices into ``train_dataset`` that were poisoned (after ``setup``).
         triggered_test_dataset: triggered source-class test samples (after ``setup``).
+        source_test_dataset: the same samples without trigger (the ASR's baseline; after ``setup``).
     """
 
     def __init__(
@@ -184,6 +185,7 @@ class Backdoor(EventDataModule):
         self.trigger = Trigger(indices, trigger_value)
         self.poisoned_indices: list[int] = []
         self.triggered_test_dataset: Optional[Dataset] = None
+        self.source_test_dataset: Optional[Dataset] = None
 
     # ------------------------------------------------------------ delegation
     @property
@@ -250,6 +252,7 @@ class Backdoor(EventDataModule):
         self.test_dataset = test
         test_sources = [i for i, label in enumerate(dataset_labels(test)) if label == self.source]
         self.triggered_test_dataset = TriggeredDataset(test, test_sources, self.trigger)
+        self.source_test_dataset = Subset(test, test_sources)
 
     def train_dataloader(self) -> DataLoader:
         """The base's training loader, over the poisoned training split."""

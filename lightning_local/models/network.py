@@ -32,11 +32,20 @@ class LIFLayer(nn.Module):
         out_features: number of LIF neurons.
         params: neuron constants.
         recurrent: add recurrent weights ``V`` (REC hidden layers).
+        recurrent_init_gain: ``V`` starts as ``nn.Linear``'s uniform initialisation times this gain.
     """
 
-    def __init__(self, in_features: int, out_features: int, params: LIFParameters, recurrent: bool = False) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        params: LIFParameters,
+        recurrent: bool = False,
+        recurrent_init_gain: float = 0.1,
+    ) -> None:
         super().__init__()
         self.params = params
+        self.recurrent_init_gain = recurrent_init_gain
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.recurrent_weight: Optional[nn.Parameter] = (
             nn.Parameter(torch.empty(out_features, out_features)) if recurrent else None
@@ -52,10 +61,14 @@ class LIFLayer(nn.Module):
         return self.weight.shape[0]
 
     def reset_parameters(self) -> None:
-        # nn.Linear's default initialisation, for W and (if present) V.
+        # nn.Linear's default initialisation for W. V gets the same, scaled down: at full
+        # scale a REC layer starts at ~10x FF's firing rate (N-MNIST: 34 % vs 3.4 % in the
+        # first layer) and trains far worse; at 0.1 it starts close to FF and learns V.
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.recurrent_weight is not None:
             nn.init.kaiming_uniform_(self.recurrent_weight, a=math.sqrt(5))
+            with torch.no_grad():
+                self.recurrent_weight.mul_(self.recurrent_init_gain)
 
     def forward(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         """Whole sequence: ``inputs`` ``[T, B, in]`` -> ``(spikes, membrane)`` ``[T, B, out]``."""
@@ -102,6 +115,7 @@ class SpikingNetwork(nn.Module):
         num_classes: output neurons.
         architecture: ``"ff"`` (feed-forward) or ``"rec"`` (recurrent weights on hidden layers).
         params: neuron constants shared by all layers.
+        recurrent_init_gain: scale of the initial recurrent weights (REC only).
     """
 
     def __init__(
@@ -111,6 +125,7 @@ class SpikingNetwork(nn.Module):
         num_classes: int,
         architecture: Architecture = "ff",
         params: LIFParameters = LIFParameters(),
+        recurrent_init_gain: float = 0.1,
     ) -> None:
         super().__init__()
         if architecture not in ("ff", "rec"):
@@ -119,7 +134,7 @@ class SpikingNetwork(nn.Module):
         self.architecture = architecture
         self.params = params
         self.layers = nn.ModuleList(
-            LIFLayer(n_in, n_out, params, recurrent=(architecture == "rec" and i < len(hidden_sizes)))
+            LIFLayer(n_in, n_out, params, architecture == "rec" and i < len(hidden_sizes), recurrent_init_gain)
             for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))
         )
 

@@ -110,6 +110,7 @@ def test_short_names_expand_to_class_paths():
         "fit", "--learner", "lightning_local.plugins.bptt.BPTT",
         "--data=lightning_local.data.nmnist.NMNIST", "--data.root", "x",
     ]
+    assert expand_short_names(["--data.base", "nmnist"]) == ["--data.base", "lightning_local.data.nmnist.NMNIST"]
     # full class paths and config files pass through untouched
     assert expand_short_names(["--learner", "pkg.Rule", "--data", "d.yaml"]) == ["--learner", "pkg.Rule", "--data", "d.yaml"]
 

@@ -1,0 +1,95 @@
+"""SNN accuracy under FGSM perturbations computed on its ANN surrogate (paper Table IV)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Optional
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader
+
+from ..module import SpikingClassifier
+from .adversarial import AttackModel, attack_model, fgsm
+from .base import EvaluationAnalysis
+from .io import report, save_figure, write_csv, write_json
+from .plots import accuracy_vs_epsilon
+from .representations import all_reduce_sum, batches, evaluate
+
+DEFAULT_EPSILONS = (0.001, 0.005, 0.01, 0.02, 0.05)
+
+
+class FGSMTransfer(EvaluationAnalysis):
+    """Accuracy of the SNN on FGSM inputs crafted on a differentiable counterpart, per epsilon.
+
+    For every evaluation batch and epsilon, ``torchattacks.FGSM`` perturbs the
+    binary frames against the attack model (default: the ANN surrogate, see
+    :mod:`lightning_local.analysis.adversarial` for its definition and the
+    ``[0, 1]`` input scaling) and the SNN classifies the perturbed frames with
+    its usual evaluation forward pass. Row ``epsilon = 0`` is the clean accuracy.
+    The attack model's own accuracy is reported too (it shows the attack works).
+    Runs its own pass over the evaluation dataloader with inference mode off, so
+    it works under ``trainer.validate``/``trainer.test`` as they are.
+
+    Writes ``fgsm_<stage>.csv`` (epsilon, snn_accuracy, attack_model_accuracy,
+    num_samples), the same as JSON, and ``fgsm_<stage>.png``.
+
+    Args:
+        epsilons: L-inf sizes of the perturbation (paper: 0.001 ... 0.05).
+        num_samples: evaluate the first ``num_samples`` examples (None: all).
+        attack_model: ``"ann"`` (surrogate, transfer attack) or ``"snn"`` (white-box through the
+            SNN's surrogate gradient).
+        slope: sigmoid slope of the surrogate ANN.
+        stages: when to run: ``"validate"`` and/or ``"test"``.
+        output_dir: folder for the result files (default ``<log_dir>/analysis``).
+    """
+
+    name = "fgsm"
+
+    def __init__(
+        self,
+        epsilons: Sequence[float] = DEFAULT_EPSILONS,
+        num_samples: Optional[int] = None,
+        attack_model: AttackModel = "ann",
+        slope: float = 5.0,
+        stages: Sequence[str] = ("test",),
+        output_dir: Optional[str] = None,
+    ) -> None:
+        super().__init__(stages, output_dir)
+        if any(eps < 0 for eps in epsilons):
+            raise ValueError(f"FGSM epsilons must be non-negative (got {list(epsilons)}).")
+        self.epsilons = [0.0] + sorted(float(e) for e in epsilons if e > 0)
+        self.num_samples = num_samples
+        self.attack_model = attack_model
+        self.slope = slope
+
+    def analyse(self, trainer: "pl.Trainer", pl_module: SpikingClassifier, stage: str, loader: DataLoader) -> None:
+        attacker = attack_model(pl_module.network, self.attack_model, self.slope)
+        snn_correct = torch.zeros(len(self.epsilons), dtype=torch.float64)
+        attacker_correct = torch.zeros_like(snn_correct)
+        count = torch.zeros(1, dtype=torch.float64)
+        for frames, labels in batches(loader, pl_module.device, self.num_samples):
+            for k, epsilon in enumerate(self.epsilons):
+                perturbed = fgsm(attacker, frames, labels, epsilon)
+                with torch.no_grad():
+                    snn_correct[k] += (evaluate(pl_module, perturbed).logits.argmax(-1) == labels).sum().cpu()
+                    attacker_correct[k] += (attacker(perturbed).argmax(-1) == labels).sum().cpu()
+            count += labels.shape[0]
+        all_reduce_sum(trainer, [snn_correct, attacker_correct, count])
+        if count.item() == 0 or not trainer.is_global_zero:
+            return
+        n = count.item()
+        rows = [
+            {"epsilon": eps, "snn_accuracy": float(s / n), "attack_model_accuracy": float(a / n), "num_samples": int(n)}
+            for eps, s, a in zip(self.epsilons, snn_correct.tolist(), attacker_correct.tolist())
+        ]
+        write_csv(self.path(trainer, stage, ".csv"), rows)
+        write_json(self.path(trainer, stage, ".json"), {"attack_model": self.attack_model, "slope": self.slope, "rows": rows})
+        curves = {
+            "SNN": [r["snn_accuracy"] for r in rows],
+            f"attack model ({self.attack_model})": [r["attack_model_accuracy"] for r in rows],
+        }
+        save_figure(accuracy_vs_epsilon(self.epsilons, curves, f"FGSM via {self.attack_model} ({stage})"),
+                    self.path(trainer, stage, ".png"))
+        table = ", ".join(f"eps={r['epsilon']:g}: {r['snn_accuracy']:.3f}" for r in rows)
+        report(f"FGSM ({stage}, {int(n)} samples, attack on {self.attack_model}) SNN accuracy: {table}")

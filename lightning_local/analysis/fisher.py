@@ -1,0 +1,127 @@
+"""Per-sample, per-time-step squared gradient norms of the log-likelihood (Fisher information, eq. 10).
+
+For a sample ``(x, y)`` and a time step ``t`` the model's likelihood is
+``f_w(y | x_{<=t}) = softmax(u^t)_y`` with ``u^t`` the output membrane at step
+``t`` (``readout="step"``, the quantity the per-step training loss uses) or the
+running mean ``(1/(t+1)) sum_{tau<=t} u^tau`` (``readout="running_mean"``, the
+prefix version of the prediction ``argmax mean_t u^t``). Both depend on the
+input up to ``t`` only, since the network is causal. This module returns
+``||grad_w log f_w(y | x_{<=t})||^2`` for every sample, step and layer, split
+into the layer's linear (feed-forward) weights ``W`` (LW) and recurrent weights
+``V`` (RW).
+
+The gradient is the exact surrogate-gradient BPTT gradient of the network
+(independent of the learning rule). Per-sample gradients are obtained without
+materialising them: for ``W`` the per-sample gradient is
+``sum_tau g^tau (a^tau)^T`` with ``g^tau`` the gradient w.r.t. the layer's input
+current at step ``tau`` and ``a^tau`` its presynaptic input, so
+``||.||_F^2 = sum_{tau,sigma} (g^tau . g^sigma)(a^tau . a^sigma)``; for ``V`` the
+presynaptic vector is the layer's own spikes one step earlier. The currents are
+per sample because examples in a batch never interact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Optional
+
+import torch
+from torch import Tensor
+
+from ..models import SpikingNetwork
+from ..neurons import lif_sequence
+
+Readout = Literal["step", "running_mean"]
+LW, RW = 0, 1
+WEIGHT_KINDS = ("LW", "RW")
+
+
+def _forward_with_currents(network: SpikingNetwork, frames: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
+    """The network's forward pass exposing every layer's input, input current and spikes (time-major)."""
+    x = frames.transpose(0, 1)
+    inputs, currents, spikes = [], [], []
+    membrane = x
+    for layer in network.layers:
+        current = x @ layer.weight.t()  # as LIFLayer.forward
+        spk, membrane = lif_sequence(current, layer.params, layer.recurrent_weight)
+        inputs.append(x)
+        currents.append(current)
+        spikes.append(spk)
+        x = spk
+    return membrane, inputs, currents, spikes
+
+
+def _gram_over_time(a: Tensor) -> Tensor:
+    """``[T, B, n] -> [B, T, T]`` of inner products between time steps, per sample."""
+    return torch.einsum("tbn,sbn->bts", a, a)
+
+
+def _readout(membrane: Tensor, readout: Readout) -> Tensor:
+    if readout == "step":
+        return membrane
+    if readout == "running_mean":
+        steps = torch.arange(1, membrane.shape[0] + 1, dtype=membrane.dtype, device=membrane.device)
+        return membrane.cumsum(0) / steps[:, None, None]
+    raise ValueError(f"Unknown readout {readout!r}: use 'step' or 'running_mean'.")
+
+
+def squared_gradient_norms(
+    network: SpikingNetwork,
+    frames: Tensor,
+    labels: Tensor,
+    readout: Readout = "step",
+    time_steps: Optional[Sequence[int]] = None,
+) -> Tensor:
+    """``||grad log f_w(y | x_{<=t})||^2`` per sample, step, layer and weight kind.
+
+    Args:
+        network: the SNN (its parameters are not modified and no ``.grad`` is touched).
+        frames: ``[B, T, N]`` inputs.
+        labels: ``[B]`` classes.
+        readout: ``"step"`` (membrane at ``t``) or ``"running_mean"`` (mean membrane up to ``t``).
+        time_steps: steps ``t`` to evaluate (default: all ``T``).
+
+    Returns:
+        ``[B, len(time_steps), num_layers, 2]``; ``[..., 0]`` for LW, ``[..., 1]`` for RW
+        (zero for layers without recurrent weights).
+    """
+    steps = list(range(frames.shape[1])) if time_steps is None else [int(t) for t in time_steps]
+    if any(not 0 <= t < frames.shape[1] for t in steps):
+        raise ValueError(f"time_steps must lie in [0, {frames.shape[1] - 1}] (got {steps}).")
+    with torch.enable_grad():
+        membrane, inputs, currents, spikes = _forward_with_currents(network, frames)
+        log_likelihood = torch.log_softmax(_readout(membrane, readout), dim=-1)
+        log_likelihood = log_likelihood.gather(-1, labels.view(1, -1, 1).expand(membrane.shape[0], -1, 1)).squeeze(-1)
+        input_grams = [_gram_over_time(a.detach()) for a in inputs]
+        recurrent_grams = [
+            _gram_over_time(torch.cat([torch.zeros_like(s[:1]), s[:-1]]).detach()) if layer.recurrent_weight is not None else None
+            for layer, s in zip(network.layers, spikes)
+        ]
+        out = frames.new_zeros(frames.shape[0], len(steps), len(network.layers), 2)
+        for k, t in enumerate(steps):
+            grads = torch.autograd.grad(log_likelihood[t].sum(), currents, retain_graph=True, allow_unused=True)
+            for l, grad in enumerate(grads):
+                if grad is None:
+                    continue
+                g = grad[: t + 1]  # the loss at t does not depend on later currents
+                gram = _gram_over_time(g)
+                out[:, k, l, LW] = (gram * input_grams[l][:, : t + 1, : t + 1]).sum(dim=(1, 2))
+                if recurrent_grams[l] is not None:
+                    out[:, k, l, RW] = (gram * recurrent_grams[l][:, : t + 1, : t + 1]).sum(dim=(1, 2))
+    return out.detach()
+
+
+def normalize_per_step(fisher: Tensor, present: Tensor) -> Tensor:
+    """Divide ``fisher`` ``[T, L, 2]`` by its sum over layers and kinds at each step (only ``present`` entries).
+
+    Steps whose total is zero become NaN.
+    """
+    masked = torch.where(present, fisher, torch.zeros_like(fisher))
+    total = masked.sum(dim=(1, 2), keepdim=True)
+    normalized = masked / total
+    return torch.where(present & (total > 0), normalized, torch.full_like(fisher, float("nan")))
+
+
+def weight_kinds_present(network: SpikingNetwork) -> Tensor:
+    """``[L, 2]`` bool: every layer has LW; RW only where recurrent weights exist."""
+    return torch.tensor([[True, layer.recurrent_weight is not None] for layer in network.layers])

@@ -1,0 +1,157 @@
+"""Fisher information per layer, time step and weight kind, recorded during training (paper Figure 4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Optional
+
+import lightning.pytorch as pl
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..module import SpikingClassifier
+from .fisher import WEIGHT_KINDS, Readout, normalize_per_step, squared_gradient_norms, weight_kinds_present
+from .io import analysis_dir, report, save_figure, write_csv, write_json
+from .plots import grouped_bars
+from .representations import all_reduce_sum, batches, layer_names, rank_shard
+
+Split = Literal["train", "val"]
+
+
+def _split_dataset(trainer: "pl.Trainer", split: Split) -> Dataset:
+    """The datamodule's ``<split>_dataset``, else the dataset behind the trainer's loader for that split."""
+    dataset = getattr(trainer.datamodule, f"{split}_dataset", None) if trainer.datamodule is not None else None
+    if dataset is None:
+        loader = trainer.train_dataloader if split == "train" else trainer.val_dataloaders
+        if isinstance(loader, (list, tuple)):
+            loader = loader[0] if loader else None
+        dataset = getattr(loader, "dataset", None)
+    if dataset is None:
+        raise RuntimeError(f"FisherInformation found no {split} dataset: use a data module with a {split}_dataset.")
+    return dataset
+
+
+class FisherInformation(Callback):
+    """Records ``F_t = mean_x ||grad_w log f_w(y | x_{<=t})||^2`` per layer for LW and RW at chosen epochs.
+
+    At the end of each chosen training epoch, per-sample gradients of the
+    log-likelihood at every step ``t`` (see :mod:`lightning_local.analysis.fisher`
+    for ``f`` and the ``readout`` options) are computed for a fixed, seeded
+    subset of ``num_samples`` examples of the ``split``, squared, and averaged
+    over samples, separately for each layer's linear weights (LW) and recurrent
+    weights (RW, REC hidden layers only).
+
+    **Normalization (documented choice):** at each step ``t`` the values are
+    divided by their sum over all layers' LW and RW, so the entries of one step
+    sum to 1 (``fisher_normalized``; NaN at steps without any gradient). The raw
+    means are kept in ``fisher``. The bar chart shows the normalized values
+    averaged over ``t``; ``fisher_<...>.json`` gives the LW / RW shares per epoch.
+
+    Writes (updated after each recorded epoch) ``fisher_information.csv`` (epoch,
+    t, layer, weights, fisher, fisher_normalized), ``fisher_information.json`` and
+    ``fisher_information.png``.
+
+    Args:
+        epochs: 0-based epochs after which to record (None: every epoch).
+        num_samples: number of examples averaged over.
+        batch_size: examples per backward batch.
+        split: ``"val"`` or ``"train"`` examples.
+        readout: ``"step"`` (membrane at ``t``) or ``"running_mean"``.
+        time_steps: steps ``t`` to evaluate (None: all; each costs one backward pass).
+        seed: seed of the sample subset (the same subset at every epoch).
+        output_dir: folder for the result files (default ``<log_dir>/analysis``).
+    """
+
+    name = "fisher_information"
+
+    def __init__(
+        self,
+        epochs: Optional[Sequence[int]] = None,
+        num_samples: int = 64,
+        batch_size: int = 16,
+        split: Split = "val",
+        readout: Readout = "step",
+        time_steps: Optional[Sequence[int]] = None,
+        seed: int = 0,
+        output_dir: Optional[str] = None,
+    ) -> None:
+        if num_samples < 1 or batch_size < 1:
+            raise ValueError(f"num_samples and batch_size must be positive (got {num_samples}, {batch_size}).")
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val' (got {split!r}).")
+        self.epochs = None if epochs is None else {int(e) for e in epochs}
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.split = split
+        self.readout = readout
+        self.time_steps = None if time_steps is None else list(time_steps)
+        self.seed = seed
+        self.output_dir = output_dir
+        self.rows: list[dict] = []
+
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        epoch = trainer.current_epoch
+        if self.epochs is None or epoch in self.epochs:
+            self.record(trainer, pl_module, epoch)  # type: ignore[arg-type]
+
+    def _loader(self, trainer: "pl.Trainer") -> DataLoader:
+        dataset = _split_dataset(trainer, self.split)
+        generator = torch.Generator().manual_seed(self.seed)
+        chosen = torch.randperm(len(dataset), generator=generator)[: self.num_samples].sort().values.tolist()  # type: ignore[arg-type]
+        return DataLoader(rank_shard(Subset(dataset, chosen), trainer), batch_size=self.batch_size, shuffle=False)
+
+    def record(self, trainer: "pl.Trainer", pl_module: SpikingClassifier, epoch: int) -> pd.DataFrame:
+        """Compute the Fisher information now, append it to the results and rewrite the files."""
+        network = pl_module.network
+        totals: Optional[torch.Tensor] = None
+        count = torch.zeros(1, dtype=torch.float64)
+        with torch.inference_mode(False):
+            for frames, labels in batches(self._loader(trainer), pl_module.device):
+                norms = squared_gradient_norms(network, frames, labels, self.readout, self.time_steps).sum(0).double().cpu()
+                totals = norms if totals is None else totals + norms
+                count += labels.shape[0]
+        if totals is None:
+            raise RuntimeError(f"FisherInformation: the {self.split} split is empty.")
+        all_reduce_sum(trainer, [totals, count])
+        fisher = totals / count
+        present = weight_kinds_present(network)
+        normalized = normalize_per_step(fisher, present.expand_as(fisher))
+        steps = self.time_steps if self.time_steps is not None else list(range(fisher.shape[0]))
+        layers = layer_names(network)
+        new_rows = [
+            {"epoch": epoch, "t": t, "layer": layer, "weights": kind,
+             "fisher": float(fisher[k, l, w]), "fisher_normalized": float(normalized[k, l, w])}
+            for k, t in enumerate(steps)
+            for l, layer in enumerate(layers)
+            for w, kind in enumerate(WEIGHT_KINDS)
+            if present[l, w]
+        ]
+        self.rows = [r for r in self.rows if r["epoch"] != epoch] + new_rows
+        table = pd.DataFrame(self.rows)
+        if trainer.is_global_zero:
+            self._write(trainer, table, layers)
+        return table
+
+    def _write(self, trainer: "pl.Trainer", table: pd.DataFrame, layers: list[str]) -> None:
+        folder = analysis_dir(trainer, self.output_dir)
+        write_csv(folder / f"{self.name}.csv", table)
+        per_layer = table.groupby(["epoch", "layer", "weights"], sort=False).fisher_normalized.mean()
+        valid = table.dropna(subset=["fisher_normalized"])  # steps without any gradient carry no share
+        shares = valid.groupby(["epoch", "t", "weights"]).fisher_normalized.sum().groupby(["epoch", "weights"]).mean()
+        summary = {
+            str(epoch): {kind: float(shares.get((epoch, kind), 0.0)) for kind in WEIGHT_KINDS}
+            for epoch in sorted(table.epoch.unique())
+        }
+        write_json(folder / f"{self.name}.json", {"readout": self.readout, "num_samples": self.num_samples,
+                                                  "normalization": "per step over all layers' LW and RW",
+                                                  "share_mean_over_t": summary})
+        groups = {
+            f"epoch {epoch}": {kind: [float(per_layer.get((epoch, layer, kind), 0.0)) for layer in layers]
+                               for kind in WEIGHT_KINDS if kind in set(table.weights)}
+            for epoch in sorted(table.epoch.unique())
+        }
+        save_figure(grouped_bars(groups, layers, "normalized Fisher (mean over t)"), folder / f"{self.name}.png")
+        latest = max(summary, key=int)
+        report(f"Fisher information epoch {latest}: LW share {summary[latest]['LW']:.3f}, RW share {summary[latest]['RW']:.3f}")

@@ -1,0 +1,98 @@
+"""ANN surrogate, FGSM through torchattacks, and the FGSM / CKA callbacks under trainer.test/validate."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightning_local.analysis import AdversarialCKA, CKAComparison, FGSMTransfer, SNNLogits, SurrogateANN, fgsm
+from lightning_local.models import SpikingNetwork
+
+from analysis_helpers import tiny_model, tiny_trainer
+
+
+def network_and_batch(architecture, seed=0):
+    torch.manual_seed(seed)
+    network = SpikingNetwork(30, [20, 12], 4, architecture)
+    for layer in network.layers:
+        layer.weight.data *= 3.0
+    frames = (torch.rand(8, 25, 30) < 0.3).float()
+    return network, frames, torch.randint(0, 4, (8,))
+
+
+@pytest.mark.parametrize("architecture", ["ff", "rec"])
+def test_surrogate_has_the_snn_weights_and_dynamics(architecture):
+    network, frames, _ = network_and_batch(architecture)
+    snn = network(frames).logits
+    torch.testing.assert_close(SurrogateANN(network, slope=1e7)(frames), snn, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(SurrogateANN(network, slope=5.0)(frames), snn)
+    assert {id(p) for p in SurrogateANN(network).parameters()} == {id(p) for p in network.parameters()}
+
+
+@pytest.mark.parametrize("attacker", ["ann", "snn"])
+def test_fgsm_has_the_documented_size_and_raises_the_loss(attacker):
+    network, frames, labels = network_and_batch("rec")
+    model = SurrogateANN(network) if attacker == "ann" else SNNLogits(network)
+    network.train()
+    for epsilon in (0.01, 0.05):
+        perturbed = fgsm(model, frames, labels, epsilon)
+        delta = (perturbed - frames).abs()
+        assert perturbed.min() >= 0 and perturbed.max() <= 1
+        assert delta.max().item() == pytest.approx(epsilon, rel=1e-5)
+        changed = delta[delta > 0]
+        assert changed.numel() > 0.2 * delta.numel()
+        torch.testing.assert_close(changed, torch.full_like(changed, epsilon))  # every change is exactly eps
+        # on binary input, clamping means "on" pixels only go down and "off" pixels only go up
+        assert (perturbed[frames == 1] <= 1).all() and (perturbed[frames == 0] >= 0).all()
+        with torch.no_grad():
+            assert F.cross_entropy(model(perturbed), labels) > F.cross_entropy(model(frames), labels)
+    assert network.training, "fgsm must leave the network's train/eval mode alone"
+    torch.testing.assert_close(fgsm(model, frames, labels, 0.0), frames)
+
+
+def test_callbacks_run_under_trainer_test_and_validate(tmp_path, tiny_data):
+    model = tiny_model("rec")
+    fit = tiny_trainer(tmp_path / "fit", [], max_epochs=2)
+    fit.fit(model, tiny_data)
+    reference = tmp_path / "reference.ckpt"
+    fit.save_checkpoint(reference)
+
+    out = tmp_path / "out"
+    callbacks = [
+        FGSMTransfer(epsilons=[0.01, 0.1], output_dir=str(out)),
+        AdversarialCKA(epsilons=[0.01, 0.1], num_samples=None, output_dir=str(out)),
+        CKAComparison(references=[str(reference)], num_samples=40, output_dir=str(out)),
+    ]
+    trainer = tiny_trainer(tmp_path, callbacks)
+    (metrics,) = trainer.test(model, tiny_data)  # Lightning's inference mode is left on
+
+    fgsm_table = pd.read_csv(out / "fgsm_test.csv")
+    assert fgsm_table.epsilon.tolist() == [0.0, 0.01, 0.1]
+    assert fgsm_table.snn_accuracy[0] == pytest.approx(metrics["test_acc"])  # clean row = the test step's accuracy
+    assert fgsm_table.attack_model_accuracy[2] < fgsm_table.attack_model_accuracy[0]
+    assert fgsm_table.num_samples[0] == len(tiny_data.test_dataset)
+
+    adversarial = pd.read_csv(out / "adversarial_cka_test.csv")
+    assert len(adversarial) == 2 * 3 and adversarial.cka.between(-0.1, 1.0 + 1e-9).all()
+    strong, weak = (adversarial[adversarial.epsilon == e].cka.mean() for e in (0.1, 0.01))
+    assert strong < weak  # larger perturbations move the representations further
+
+    cka = json.loads((out / "cka_test.json").read_text())
+    matrix = torch.tensor(cka["references"][str(reference)]["matrix"])
+    assert cka["model_layers"] == ["hidden1", "hidden2", "output"] and cka["num_samples"] == 40
+    torch.testing.assert_close(matrix.diagonal(), torch.ones(3, dtype=matrix.dtype))  # the checkpoint is this model
+    for name in ("fgsm_test.png", "adversarial_cka_test.png", "cka_test.png", "cka_test.csv", "fgsm_test.json"):
+        assert (out / name).stat().st_size > 0
+
+    # Subtracting a run's own CSV gives zero; the validate stage writes its own files.
+    def subtracting(stages):
+        return AdversarialCKA(epsilons=[0.01, 0.1], num_samples=None, subtract=str(out / "adversarial_cka_test.csv"),
+                              stages=stages, output_dir=str(out))
+
+    tiny_trainer(tmp_path, [subtracting(["validate"])]).validate(model, tiny_data)
+    tiny_trainer(tmp_path, [subtracting(["test"])]).test(model, tiny_data)
+    difference = pd.read_csv(out / "adversarial_cka_test_difference.csv")
+    assert len(difference) == 6 and difference.cka.abs().max() < 1e-9
+    assert (out / "adversarial_cka_validate.csv").exists() and (out / "adversarial_cka_validate_difference.png").exists()
