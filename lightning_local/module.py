@@ -99,6 +99,7 @@ class SpikingClassifier(pl.LightningModule):
         loss = per_step_cross_entropy(output.output_membrane, labels)
         metric = self.val_acc if stage == "val" else self.test_acc
         metric(output.logits, labels)
+        self.learner.on_evaluation_batch(self, frames, labels, output, stage)
         self.log(f"{stage}_loss", loss, prog_bar=True, sync_dist=True, batch_size=labels.shape[0])
         self.log(f"{stage}_acc", metric, prog_bar=True, batch_size=labels.shape[0])
         return loss

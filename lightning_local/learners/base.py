@@ -78,6 +78,11 @@ class Learner(nn.Module):
         """Forward pass used for validation/test; default: the SNN itself."""
         return module.network(frames)
 
+    def on_evaluation_batch(
+        self, module: "SpikingClassifier", frames: Tensor, labels: Tensor, output: "NetworkOutput", stage: str
+    ) -> None:
+        """Hook: after each validation (``stage="val"``) or test (``"test"``) batch; may ``module.log`` extra metrics."""
+
     # Optional lifecycle hooks the module forwards to its learner.
     def on_train_epoch_start(self, module: "SpikingClassifier") -> None:
         """Hook: start of each training epoch."""

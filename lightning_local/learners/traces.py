@@ -15,21 +15,32 @@ depends on the presynaptic neuron ``i``:
 (for ``V`` the presynaptic input is the layer's own ``s^{t-1}``). These are the
 two components of e-prop's eligibility vector and DECOLLE's ``P`` trace; they
 cost ``O(batch x presynaptic neurons)`` per layer, whatever the sequence
-length. A rule that knows ``dE/du_j^t`` (call it ``g^t``) accumulates its
-weight update as one matmul per layer and step, ``dW += (g^t)^T z2^t``.
+length. A rule that knows ``g^t = dE/du^t`` of a layer accumulates that layer's
+weight update ``dW += (g^t)^T z2^t`` - one matmul per layer and step.
 
-:class:`OnlineSimulation` steps a :class:`~lightning_local.models.SpikingNetwork`
-under ``no_grad`` and keeps every layer's neuron state and presynaptic traces.
+The first layer is special: its presynaptic population (the sensor input, e.g.
+2,312 N-MNIST pixels) is by far the largest, so :class:`OnlineSimulation`
+handles it in blocks of :data:`BLOCK_STEPS` steps. Within a block the trace is
+a known linear filter of the block's input (see :class:`BlockInputTrace`), so
+``sum_t (g^t)^T z2^t`` over the block is computed *exactly* with one large
+matmul instead of one per step, and the input projection ``W_0 x^t`` of the
+block with one more. Working memory is one block (``BLOCK_STEPS x batch x
+inputs``), independent of T.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor
 
 from ..models import SpikingNetwork
+
+#: Time steps of the first layer processed together (input projection and exact
+#: block-wise update): working memory O(BLOCK_STEPS), not O(T).
+BLOCK_STEPS = 32
 
 
 class PresynapticTrace:
@@ -52,76 +63,230 @@ class PresynapticTrace:
 
     def update(self, x: Tensor) -> Tensor:
         """Feed this step's presynaptic spikes; returns ``z2`` (updated in place)."""
-        self.z1.mul_(self.alpha).add_(x)
-        self.z2.mul_(self.beta).add_(self.z1)
+        # alpha/beta as the ``alpha=`` Scalar argument: no per-step scalar-to-tensor conversion.
+        torch.add(x, self.z1, alpha=self.alpha, out=self.z1)
+        torch.add(self.z1, self.z2, alpha=self.beta, out=self.z2)
         return self.z2
 
     def nbytes(self) -> int:
         return self.z1.numel() * self.z1.element_size() * 2
 
 
+class BlockInputTrace:
+    r"""Presynaptic traces of one population advanced a block of ``k`` steps at a time.
+
+    With ``a = z1`` and ``b = z2`` before the block and block-local steps
+    ``t = 0 .. k-1``, unrolling the two recursions gives::
+
+        z2^t = beta^{t+1} b + alpha kern(t) a + sum_{s<=t} kern(t-s) x^s,
+        kern(n) = sum_{m=0}^{n} beta^{n-m} alpha^m
+
+    so ``sum_t (g^t)^T z2^t = (H^T g)^T x + (sum_t beta^{t+1} g^t)^T b +
+    (sum_t alpha kern(t) g^t)^T a`` with the lower-triangular Toeplitz
+    ``H[t, s] = kern(t - s)``: one ``[n_out x kB] @ [kB x n_in]`` matmul plus two
+    small ones, identical (up to rounding) to accumulating ``(g^t)^T z2^t`` step by step.
+    """
+
+    def __init__(self, batch: int, neurons: int, like: Tensor, alpha: float, beta: float, block: int) -> None:
+        self.trace = PresynapticTrace(batch, neurons, like, alpha, beta)
+        self.alpha, self.beta = alpha, beta
+        kern = [1.0]
+        for n in range(1, block):
+            kern.append(beta * kern[-1] + alpha**n)  # kern(n) = beta kern(n-1) + alpha^n
+        kern_t = torch.tensor(kern, dtype=torch.float64)
+        lag = torch.arange(block)[:, None] - torch.arange(block)[None, :]
+        self.filter = torch.where(lag >= 0, kern_t[lag.clamp(min=0)], 0.0).to(like)  # H[t, s]
+        self.kern = kern_t.to(like)
+        self.beta_powers = (beta ** torch.arange(1, block + 1, dtype=torch.float64)).to(like)
+        self.alpha_powers = (alpha ** torch.arange(block, dtype=torch.float64)).to(like)
+
+    @property
+    def z1(self) -> Tensor:
+        return self.trace.z1
+
+    @property
+    def z2(self) -> Tensor:
+        return self.trace.z2
+
+    def accumulate(self, update: Tensor, errors: Tensor, inputs: Tensor) -> None:
+        """Add ``sum_t (g^t)^T z2^t`` over a block to ``update`` and advance the traces past it.
+
+        Args:
+            update: ``[n_out, n_in]`` accumulator (changed in place).
+            errors: ``g`` of the block, ``[k, batch, n_out]``.
+            inputs: the block's presynaptic input, ``[k * batch, n_in]`` in (step, sample) order.
+        """
+        k, batch, n_out = errors.shape
+        flat = errors.reshape(k, batch * n_out)
+        filtered = (self.filter[:k, :k].t() @ flat).reshape(k * batch, n_out)
+        update.addmm_(filtered.t(), inputs)
+        from_z2 = (self.beta_powers[:k] @ flat).reshape(batch, n_out)
+        from_z1 = (self.kern[:k] @ flat).reshape(batch, n_out)
+        update.addmm_(from_z2.t(), self.z2).addmm_(from_z1.t(), self.z1, alpha=self.alpha)
+        # Traces at the block's last step (z2 first: it needs the old z1).
+        x = inputs.reshape(k, -1)
+        last_kern = self.kern[:k].flip(0)  # kern(k-1-s)
+        new_z2 = (last_kern @ x).view_as(self.z2)
+        new_z2.add_(self.z2, alpha=self.beta**k).add_(self.z1, alpha=self.alpha * float(self.kern[k - 1]))
+        new_z1 = (self.alpha_powers[:k].flip(0) @ x).view_as(self.z1)  # alpha^(k-1-s)
+        new_z1.add_(self.z1, alpha=self.alpha**k)
+        self.trace.z1, self.trace.z2 = new_z1, new_z2
+
+    def nbytes(self) -> int:
+        return self.trace.nbytes() + self.filter.numel() * self.filter.element_size()
+
+
 class OnlineSimulation:
     """Step-by-step forward pass of a :class:`SpikingNetwork` with presynaptic traces.
 
-    After :meth:`step`, for each layer ``l``: ``mem[l]`` is ``u^t`` (before
-    its reset), ``spk[l]`` is ``s^t``, ``inputs[l].z2`` the trace of its
-    presynaptic input ``x^t`` and, for REC hidden layers, ``recurrent[l].z2``
-    the trace of its own ``s^{t-1}`` (``None`` otherwise). The arithmetic is
-    the one of :func:`~lightning_local.neurons.lif_step` in the same order, so
-    the spikes equal the network's own forward pass.
+    Usage (under ``torch.no_grad()``; the state is updated in place)::
 
-    Must run under ``torch.no_grad()`` (the state is updated in place).
+        sim = OnlineSimulation(network, batch, frames)
+        for start, stop in blocks(T, BLOCK_STEPS):
+            sim.begin_block(x_seq[start:stop])         # time-major [k, batch, inputs]
+            with single_thread(frames.device):
+                for i in range(stop - start):
+                    sim.step(i)
+                    ...                                # read sim.mem / sim.spk / traces
+                    sim.first_errors[i] = dE/du_0      # the first layer's g^t
+            sim.end_block(update_of_W0)                # exact sum_t g^t z2^t of the block
+
+    After :meth:`step`, for each layer ``l``: ``mem[l]`` is ``u^t`` (before
+    its reset) and ``spk[l]`` is ``s^t``; for ``l >= 1`` ``inputs[l].z2`` is the
+    trace of its presynaptic input, and for REC hidden layers ``recurrent[l].z2``
+    the trace of its own ``s^{t-1}`` (``None`` otherwise). The first layer's input
+    trace is advanced per block (:class:`BlockInputTrace`, ``inputs[0]``). The
+    arithmetic is that of the network's fused scan in the same order, so the
+    spikes equal the network's own forward pass.
+
+    The weights are read when used (``W_0`` once per block), so an optimizer may
+    change them between blocks.
 
     Args:
-        network: the network to simulate (its current weights are read at every step,
-            so an optimizer may change them between steps).
+        network: the network to simulate.
         batch: batch size.
         like: tensor giving device and dtype.
+        block: steps per first-layer block (at most).
     """
 
-    def __init__(self, network: SpikingNetwork, batch: int, like: Tensor) -> None:
+    def __init__(self, network: SpikingNetwork, batch: int, like: Tensor, block: int = BLOCK_STEPS) -> None:
         params = network.params
         self.network = network
+        self.batch, self.block = batch, block
         self.alpha, self.beta, self.v_th = params.alpha, params.beta, params.v_th
+        # Transposed *views*: they alias the parameters, so in-place optimizer steps are seen.
+        self.weight_t = [layer.weight.t() for layer in network.layers]
+        self.recurrent_t = [
+            layer.recurrent_weight.t() if layer.recurrent_weight is not None else None for layer in network.layers
+        ]
+        self.threshold = like.new_full((), params.v_th)
         self.syn: list[Tensor] = []
         self.mem: list[Tensor] = []
         self.spk: list[Tensor] = []
-        self.inputs: list[PresynapticTrace] = []
+        self.inputs: list = []
         self.recurrent: list[Optional[PresynapticTrace]] = []
-        for layer in network.layers:
+        for l, layer in enumerate(network.layers):
             n_out = layer.out_features
             self.syn.append(like.new_zeros(batch, n_out))
             self.mem.append(like.new_zeros(batch, n_out))
             self.spk.append(like.new_zeros(batch, n_out))
-            self.inputs.append(PresynapticTrace(batch, layer.in_features, like, self.alpha, self.beta))
+            if l == 0:
+                self.inputs.append(BlockInputTrace(batch, layer.in_features, like, self.alpha, self.beta, block))
+            else:
+                self.inputs.append(PresynapticTrace(batch, layer.in_features, like, self.alpha, self.beta))
             self.recurrent.append(
                 PresynapticTrace(batch, n_out, like, self.alpha, self.beta) if layer.recurrent_weight is not None else None
             )
+        #: ``g^t = dE/du_0^t`` of the first layer for each step of the current block (written by the rule).
+        self.first_errors = like.new_zeros(block, batch, network.layers[0].out_features)
+        self._block_inputs: Optional[Tensor] = None
+        self._block_currents: Optional[Tensor] = None
 
-    def step(self, frame: Tensor) -> None:
-        """Advance every layer by one step on ``frame`` ``[batch, num_inputs]``."""
-        x = frame
+    def begin_block(self, frames: Tensor) -> None:
+        """Start a block of ``k <= block`` steps; ``frames`` is time-major ``[k, batch, inputs]``."""
+        k = frames.shape[0]
+        if k > self.block:
+            raise ValueError(f"A block has at most {self.block} steps (got {k}).")
+        self._block_inputs = frames.reshape(k * self.batch, frames.shape[-1])  # (step, sample) rows; copies a view
+        self._block_currents = (self._block_inputs @ self.weight_t[0]).view(k, self.batch, -1)
+        self.first_errors.zero_()
+
+    def step(self, i: int) -> None:
+        """Advance every layer by step ``i`` of the current block."""
         alpha, beta, v_th = self.alpha, self.beta, self.v_th
-        for l, layer in enumerate(self.network.layers):
+        x: Optional[Tensor] = None
+        for l in range(len(self.syn)):
             previous = self.spk[l]
             # iota^t = alpha iota^{t-1} + W x^t (+ V s^{t-1})
-            syn = torch.addmm(self.syn[l], x, layer.weight.t(), beta=alpha)
-            if layer.recurrent_weight is not None:
-                syn.addmm_(previous, layer.recurrent_weight.t())
+            if l == 0:
+                syn = torch.add(self._block_currents[i], self.syn[l], alpha=alpha)
+            else:
+                self.inputs[l].update(x)
+                syn = torch.addmm(self.syn[l], x, self.weight_t[l], beta=alpha)
+            if self.recurrent_t[l] is not None:
+                syn.addmm_(previous, self.recurrent_t[l])
                 self.recurrent[l].update(previous)
             # u^t = beta u^{t-1} + iota^t - V_th s^{t-1}
             mem = torch.add(syn, self.mem[l], alpha=beta).sub_(previous, alpha=v_th)
-            spk = (mem > v_th).to(mem.dtype)
-            self.inputs[l].update(x)
+            spk = torch.gt(mem, self.threshold).to(mem.dtype)
             self.syn[l], self.mem[l], self.spk[l] = syn, mem, spk
             x = spk
 
+    def end_block(self, first_update: Tensor) -> None:
+        """Finish the block: add the first layer's ``sum_t (g^t)^T z2^t`` to ``first_update`` ``[n_1, inputs]``.
+
+        ``g^t`` are the rows of :attr:`first_errors` written during the block.
+        """
+        k = self._block_currents.shape[0]
+        self.inputs[0].accumulate(first_update, self.first_errors[:k], self._block_inputs)
+        self._block_inputs = self._block_currents = None
+
     def state_nbytes(self) -> int:
-        """Bytes of the state carried from one step to the next (neurons and traces)."""
-        total = sum(t.numel() * t.element_size() for t in (*self.syn, *self.mem, *self.spk))
+        """Bytes of the state kept from one step to the next: neurons, traces and one first-layer block."""
+        size = lambda t: t.numel() * t.element_size()  # noqa: E731
+        total = sum(size(t) for t in (*self.syn, *self.mem, *self.spk))
         total += sum(trace.nbytes() for trace in self.inputs)
         total += sum(trace.nbytes() for trace in self.recurrent if trace is not None)
+        n_in = self.network.layers[0].in_features
+        block = self.first_errors
+        total += size(block) * (1 + 1)  # first-layer errors and block currents
+        total += block.shape[0] * block.shape[1] * n_in * block.element_size()  # the copied input block
         return total
+
+
+@contextmanager
+def single_thread(device: torch.device) -> Iterator[None]:
+    """Run the block with one CPU intra-op thread (no-op on other devices or when already 1).
+
+    The per-step operations of the trace rules act on ``[batch, neurons]``
+    tensors: too small to gain from threads, while every multi-threaded BLAS
+    call pays a thread barrier, which on a busy machine costs up to a scheduler
+    time slice per call. The per-block matmuls run outside with all threads.
+    """
+    previous = torch.get_num_threads()
+    if device.type != "cpu" or previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def blocks(steps: int, size: int, boundary: int = 0) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of consecutive blocks of at most ``size`` steps covering ``range(steps)``.
+
+    With ``boundary > 0`` no block crosses a multiple of ``boundary`` (so weights
+    that change every ``boundary`` steps are constant within a block).
+    """
+    start = 0
+    while start < steps:
+        stop = min(start + size, steps)
+        if boundary:
+            stop = min(stop, (start // boundary + 1) * boundary)
+        yield start, stop
+        start = stop
 
 
 def softmax_error(logits: Tensor, onehot: Tensor, scale: float) -> tuple[Tensor, Tensor]:
@@ -131,8 +296,9 @@ def softmax_error(logits: Tensor, onehot: Tensor, scale: float) -> tuple[Tensor,
     *unscaled* sum over the batch (callers average it themselves).
     """
     log_p = torch.log_softmax(logits, dim=-1)
-    loss = -(log_p * onehot).sum()
-    return log_p.exp_().sub_(onehot).mul_(scale), loss
+    loss = torch.sum(log_p * onehot)  # minus the CE sum
+    error = log_p.exp_().sub_(onehot)
+    return torch.mul(error, scale, out=error), loss.neg_()
 
 
 def all_reduce_mean_(tensors: list[Tensor]) -> None:

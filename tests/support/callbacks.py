@@ -25,12 +25,18 @@ class RecordEpochs(pl.Callback):
 
 
 class SaveRankWeights(pl.Callback):
-    """Saves every rank's final weights as ``<directory>/rank<k>.pt`` (DDP tests)."""
+    """Saves every rank's network weights as ``<directory>/start_rank<k>.pt`` and ``rank<k>.pt`` (DDP tests)."""
 
     def __init__(self, directory: str) -> None:
         self.directory = Path(directory)
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _save(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prefix: str) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().clone() for k, v in pl_module.network.state_dict().items()}
-        torch.save(state, self.directory / f"rank{trainer.global_rank}.pt")
+        torch.save(state, self.directory / f"{prefix}rank{trainer.global_rank}.pt")
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer, pl_module, "start_")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer, pl_module, "")

@@ -61,8 +61,10 @@ def main() -> None:
     for learner in args.learners.split(","):
         for architecture in args.architectures.split(","):
             pl.seed_everything(0)
-            model = SpikingClassifier(INPUTS, CLASSES, learner=learner, architecture=architecture,
-                                      hidden_sizes=[16, 12], lr=1e-2)
+            model = SpikingClassifier(INPUTS, CLASSES, learner=learner, architecture=architecture, hidden_sizes=[16, 12])
+            # Plain SGD: Adam's first steps are ~lr*sign(g) and would blow float rounding
+            # in near-zero gradients up to differences of order lr.
+            model.configure_optimizers = lambda model=model: torch.optim.SGD(model.parameters(), lr=0.1)
             trainer = pl.Trainer(
                 accelerator="cpu",
                 devices=args.devices,

@@ -1,0 +1,134 @@
+"""Peak memory and step time of BPTT, FA, e-prop and DECOLLE against the sequence length T.
+
+One step = the learner's training step, backward of its objective and an Adam
+step, on the N-MNIST FF net (2312-120-84-10) with random binary input (rate
+``--rate``). Memory (MB), by device:
+
+* CPU: bytes autograd saves for the backward pass (deduplicated by storage,
+  :func:`measure.saved_tensor_bytes`) **plus** the state a rule carries from one
+  time step to the next outside autograd (e-prop/DECOLLE: neuron state,
+  presynaptic traces and the accumulated updates, from
+  :class:`~lightning_local.learners.traces.OnlineSimulation`, including the
+  first layer's 32-step input block; BPTT/FA keep their state in autograd's
+  saved tensors). Deterministic, allocator-independent.
+  The input batch itself (``B x T x 2312``, the same for every rule) is not counted.
+* CUDA: ``torch.cuda.max_memory_allocated`` during the step minus what was
+  allocated before it (weights, optimizer state, input batch).
+
+Time is the median wall time per step (rules run interleaved, so machine
+noise hits all alike).
+
+    python benchmarks/memory_vs_T.py --threads 1          # CPU, batch 16, T = 50..800
+    python benchmarks/memory_vs_T.py --device cuda --batch 128 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import saved_tensor_bytes, sync, time_interleaved  # noqa: E402
+
+from lightning_local.learners.traces import BLOCK_STEPS, OnlineSimulation  # noqa: E402
+from lightning_local.module import SpikingClassifier  # noqa: E402
+
+LEARNERS = ("bptt", "fa", "eprop", "decolle")
+TRACE_RULES = ("eprop", "decolle")
+
+
+def make_step(learner: str, frames: torch.Tensor, labels: torch.Tensor, device: torch.device):
+    torch.manual_seed(0)
+    module = SpikingClassifier(2312, 10, learner=learner, hidden_sizes=[120, 84]).to(device)
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-4)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        out = module.learner.training_step(module, frames, labels)
+        out.objective.backward()
+        optimizer.step()
+
+    return module, step
+
+
+def carried_state_bytes(learner: str, module: SpikingClassifier, frames: torch.Tensor) -> int:
+    """Bytes a trace rule keeps outside autograd (0 for BPTT/FA, whose state autograd saves).
+
+    Neuron state, presynaptic traces and the first layer's block (copied input,
+    currents and errors of ``BLOCK_STEPS`` steps) from
+    :meth:`OnlineSimulation.state_nbytes`, plus the accumulated updates (one per parameter).
+    """
+    if learner not in TRACE_RULES:
+        return 0
+    sim = OnlineSimulation(module.network, frames.shape[0], frames, block=min(BLOCK_STEPS, frames.shape[1]))
+    accumulators = sum(p.numel() * p.element_size() for p in module.network.parameters())
+    return sim.state_nbytes() + accumulators
+
+
+def memory_mb(learner: str, module: SpikingClassifier, step, frames: torch.Tensor, device: torch.device) -> float:
+    if device.type == "cuda":
+        step()  # optimizer state exists from here on
+        sync(device)
+        torch.cuda.empty_cache()
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        sync(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    with saved_tensor_bytes() as saved:
+        step()
+    return (saved["bytes"] + carried_state_bytes(learner, module, frames)) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, nargs="+", default=[50, 100, 200, 400, 800], help="values of T")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=0.02, help="input spike probability per bin")
+    parser.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=LEARNERS)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    rows = []
+    for steps in args.steps:
+        generator = torch.Generator().manual_seed(steps)
+        frames = (torch.rand(args.batch, steps, 2312, generator=generator) < args.rate).float().to(device)
+        labels = torch.randint(0, 10, (args.batch,), generator=generator).to(device)
+        made = {name: make_step(name, frames, labels, device) for name in args.learners}
+        timings = time_interleaved({name: step for name, (_, step) in made.items()}, device, args.repeats, warmup=1)
+        for name, (module, step) in made.items():
+            rows.append({
+                "learner": name, "T": steps, "batch": args.batch, "device": str(device),
+                "memory_mb": round(memory_mb(name, module, step, frames, device), 3),
+                "step_ms": round(timings[name], 1),
+            })
+        print(f"T={steps} done", file=sys.stderr, flush=True)
+    print_table(rows, args.learners, args.steps)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+def print_table(rows: list[dict], learners: list[str], steps: list[int]) -> None:
+    cell = {(r["learner"], r["T"]): r for r in rows}
+    print(f"device={rows[0]['device']} batch={rows[0]['batch']} threads={torch.get_num_threads()}  memory MB / step ms")
+    print("learner  " + "".join(f"{'T=' + str(t):>18s}" for t in steps) + "   mem T_max/T_min")
+    for name in learners:
+        cells = "".join(f"{cell[(name, t)]['memory_mb']:9.2f}/{cell[(name, t)]['step_ms']:7.1f} " for t in steps)
+        growth = cell[(name, steps[-1])]["memory_mb"] / cell[(name, steps[0])]["memory_mb"]
+        print(f"{name:8s} {cells}   x{growth:.2f}")
+    if "bptt" in learners and "eprop" in learners and 100 in steps:
+        ratio = cell[("eprop", 100)]["step_ms"] / cell[("bptt", 100)]["step_ms"]
+        print(f"e-prop / BPTT step time at T=100: x{ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""ANN-to-SNN conversion with data-based weight normalisation (Diehl et al. 2015; Rueckauer et al. 2017)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Optional
+
+import torch
+from torch import Tensor
+
+from lightning_local.learners import Learner, LearnerStep
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lightning_local.models import NetworkOutput, SpikingNetwork
+    from lightning_local.module import SpikingClassifier
+
+log = logging.getLogger(__name__)
+
+
+class Conversion(Learner):
+    r"""Train the rate-coded ReLU ANN of the same topology, evaluate it converted to the LIF SNN.
+
+    **ANN.** Same layers as the SNN, bias-free, *sharing the SNN's weight
+    parameters*: ``a_0 = mean_t x^t`` (the time-averaged binary input frames,
+    i.e. input spike rates per step in ``[0, 1]``), ``a_l = ReLU(W_l a_{l-1})`` for
+    hidden layers, logits ``W_L a_{L-1}``; trained with autograd on
+    ``CE(logits, y)`` (logged as ``train_loss``; ``train_acc`` is the ANN's).
+
+    **Conversion** (data-based normalisation, Rueckauer et al. 2017's robust
+    *percentile* variant of Diehl et al. 2015's max-normalisation, which
+    ``percentile=100`` gives). ``lambda_l`` = the ``percentile``-th percentile of
+    the *positive* ANN activations of layer ``l`` on training batches
+    (``lambda_0 = 1``: inputs already are rates); for the output layer the positive
+    logits. The activations are computed with the *current* ANN weights on the
+    inputs of the last ``calibration_batches`` training batches (kept in memory,
+    not checkpointed); under DDP each rank's ``lambda`` is averaged across ranks
+    so all ranks convert identically. Without any training batch seen yet (e.g.
+    the sanity check, or right after resuming) the last ``lambda`` (a buffer) is
+    reused, or 1 before the first conversion.
+
+    How the neuron is accounted for: with a constant input rate ``r_{l-1}``, the
+    synaptic current settles at ``iota = W r_{l-1} / (1 - alpha)`` (steady-state
+    gain of the synaptic filter), and an integrate-and-fire membrane with
+    subtractive reset then fires at ``r_l ~= iota / V_th`` (at most 1 per step).
+    To make ``r_l = a_l / lambda_l``::
+
+        W_l^SNN = W_l^ANN * (lambda_{l-1} / lambda_l) * (1 - alpha) * V_th      (hidden layers)
+
+    The membrane *leak* ``beta < 1`` is not compensated by weights (our layers
+    have no bias): it costs about ``(1 - beta) u_mean / V_th`` spikes per step,
+    i.e. it acts as a negative bias ``~(1 - beta) / 2`` in rate units, so
+    activations below ``~(1-beta) lambda_l`` are lost. Use a large ``tau_mem``
+    for a closer match; this is the main conversion error besides rate
+    quantisation over T steps. The output layer's prediction is
+    ``argmax_c mean_t u_c^t``; to keep that readout linear (no spikes, no
+    reset), the output weights are scaled so that the ``percentile`` logit
+    gives a steady-state membrane of ``output_level * V_th`` (membrane gain
+    ``1/(1-beta)``)::
+
+        W_L^SNN = W_L^ANN * (lambda_{L-1} / lambda_L) * (1 - alpha) * (1 - beta) * output_level * V_th
+
+    The SNN's membrane logits are therefore small, so ``val_loss``/``test_loss``
+    (per-step CE of the SNN membrane) are not meaningful for this rule; accuracy is.
+
+    **When conversion happens and what checkpoints hold.** The network's weight
+    parameters hold the ANN weights while training and the converted SNN weights
+    otherwise: conversion runs at the start of every validation and test run, at
+    the end of every training epoch (before checkpoint callbacks run, so epoch
+    and validation checkpoints hold SNN weights) and at the end of ``fit``.
+    The next training step restores the exact ANN weights from the buffers
+    ``ann_weight_{l}`` (checkpointed too, so training resumes exactly). The buffer
+    ``converted`` says which state the parameters are in; a checkpoint taken
+    mid-epoch (``every_n_train_steps``) may hold ANN weights with
+    ``converted=False``, and :meth:`evaluate` converts them first. After fit,
+    ``module.network`` is the converted SNN: a normal SNN checkpoint.
+    ``val_acc``/``test_acc`` are SNN accuracies; the ANN's are logged as
+    ``val_ann_acc``/``test_ann_acc`` (from :meth:`on_evaluation_batch`).
+
+    **REC networks.** The ANN sees time-averaged inputs and has no recurrence,
+    so there is nothing to convert into ``V``: the recurrent weights are set to
+    zero at :meth:`attach` and stay exactly zero (they receive a zero gradient so
+    DDP sees them used), and a warning is logged - a REC conversion is the FF
+    conversion run on a REC network with ``V = 0``.
+
+    Args:
+        percentile: percentile of positive activations used as ``lambda`` (100 = max).
+        calibration_batches: how many of the most recent training batches to normalise on.
+        output_level: steady-state output membrane, in units of ``V_th``, reached by the
+            ``percentile`` logit (< 1 keeps the output layer below threshold).
+    """
+
+    name = "conversion"
+
+    def __init__(self, percentile: float = 99.9, calibration_batches: int = 8, output_level: float = 0.5) -> None:
+        super().__init__()
+        if not 0 < percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100] (got {percentile}).")
+        if calibration_batches < 1:
+            raise ValueError(f"calibration_batches must be >= 1 (got {calibration_batches}).")
+        if output_level <= 0:
+            raise ValueError(f"output_level must be positive (got {output_level}).")
+        self.percentile = percentile
+        self.calibration_batches = calibration_batches
+        self.output_level = output_level
+        self._calibration: list[Tensor] = []
+
+    # ------------------------------------------------------------------ setup
+    def attach(self, network: "SpikingNetwork") -> None:
+        layers = network.layers
+        for l, layer in enumerate(layers):
+            self.register_buffer(f"ann_weight_{l}", layer.weight.detach().clone())
+        self.register_buffer("scales", layers[0].weight.new_ones(len(layers) + 1))  # lambda_0 .. lambda_L
+        self.register_buffer("converted", torch.zeros((), dtype=torch.bool))
+        if any(layer.recurrent_weight is not None for layer in layers):
+            log.warning(
+                "Conversion: the ANN has no recurrence, so the REC network's recurrent weights are set to zero "
+                "and kept at zero (the converted SNN is the FF conversion with V = 0)."
+            )
+            with torch.no_grad():
+                for layer in layers:
+                    if layer.recurrent_weight is not None:
+                        layer.recurrent_weight.zero_()
+
+    # ------------------------------------------------------------------ ANN
+    @staticmethod
+    def ann_activations(network: "SpikingNetwork", rates: Tensor, weights: Optional[list[Tensor]] = None) -> list[Tensor]:
+        """Activations ``[a_1, ..., a_{L-1}, logits]`` of the ReLU ANN on input rates ``[B, N]``."""
+        layers = network.layers
+        weights = [layer.weight for layer in layers] if weights is None else weights
+        activations = []
+        a = rates
+        for l, weight in enumerate(weights):
+            a = a @ weight.t()
+            if l < len(weights) - 1:
+                a = torch.relu(a)
+            activations.append(a)
+        return activations
+
+    def ann_weights(self, network: "SpikingNetwork") -> list[Tensor]:
+        """The ANN weights, whichever state the network's parameters are in."""
+        if bool(self.converted):
+            return [getattr(self, f"ann_weight_{l}") for l in range(len(network.layers))]
+        return [layer.weight for layer in network.layers]
+
+    # --------------------------------------------------------------- convert
+    @torch.no_grad()
+    def restore_ann(self, network: "SpikingNetwork") -> None:
+        """Put the exact ANN weights back into the network's parameters."""
+        if not bool(self.converted):
+            return
+        for l, layer in enumerate(network.layers):
+            layer.weight.copy_(getattr(self, f"ann_weight_{l}"))
+        self.converted.fill_(False)
+
+    @torch.no_grad()
+    def compute_scales(self, network: "SpikingNetwork") -> Tensor:
+        """``lambda_0 .. lambda_L`` from the calibration batches (or the previous ones without any)."""
+        if not self._calibration:
+            return self.scales.clone()
+        rates = torch.cat(self._calibration).to(self.scales.device, network.layers[0].weight.dtype)
+        scales = self.scales.new_ones(len(network.layers) + 1)
+        for l, a in enumerate(self.ann_activations(network, rates, self.ann_weights(network)), start=1):
+            positive = a[a > 0]
+            if positive.numel():
+                scales[l] = torch.quantile(positive.double(), self.percentile / 100.0).to(scales.dtype)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(scales)
+            scales /= torch.distributed.get_world_size()
+        return scales
+
+    @torch.no_grad()
+    def convert(self, network: "SpikingNetwork") -> None:
+        """Replace the network's ANN weights by the normalised SNN weights (no-op if already converted)."""
+        if bool(self.converted):
+            return
+        scales = self.compute_scales(network)
+        self.scales.copy_(scales)
+        params = network.params
+        gain = (1.0 - params.alpha) * params.v_th
+        layers = network.layers
+        for l, layer in enumerate(layers):
+            getattr(self, f"ann_weight_{l}").copy_(layer.weight)
+            factor = gain * float(scales[l] / scales[l + 1])
+            if l == len(layers) - 1:
+                factor *= (1.0 - params.beta) * self.output_level
+            layer.weight.mul_(factor)
+            if layer.recurrent_weight is not None:
+                layer.recurrent_weight.zero_()
+        self.converted.fill_(True)
+
+    # ------------------------------------------------------------- training
+    def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
+        network = module.network
+        self.restore_ann(network)
+        rates = frames.mean(dim=1)
+        self._calibration.append(rates.detach())
+        del self._calibration[: -self.calibration_batches]
+        logits = self.ann_activations(network, rates)[-1]
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        objective = loss
+        for layer in network.layers:
+            if layer.recurrent_weight is not None:  # used with zero gradient, so DDP finds every parameter
+                objective = objective + 0.0 * layer.recurrent_weight.sum()
+        return LearnerStep(loss=loss.detach(), logits=logits.detach(), objective=objective)
+
+    def evaluate(self, module: "SpikingClassifier", frames: Tensor) -> "NetworkOutput":
+        """The converted SNN's forward pass (converting first if the parameters still hold the ANN)."""
+        self.convert(module.network)
+        return module.network(frames)
+
+    @torch.no_grad()
+    def ann_accuracy(self, network: "SpikingNetwork", frames: Tensor, labels: Tensor) -> Tensor:
+        """Accuracy of the ANN (with its own weights, whatever state the network is in) on a batch."""
+        logits = self.ann_activations(network, frames.mean(dim=1), self.ann_weights(network))[-1]
+        return (logits.argmax(dim=-1) == labels).to(logits.dtype).mean()
+
+    # ---------------------------------------------------------------- hooks
+    def on_validation_epoch_start(self, module: "SpikingClassifier") -> None:
+        self.convert(module.network)
+
+    def on_test_epoch_start(self, module: "SpikingClassifier") -> None:
+        self.convert(module.network)
+
+    def on_evaluation_batch(self, module, frames, labels, output, stage) -> None:  # type: ignore[override]
+        """Log the ANN's accuracy beside the SNN's (``val_ann_acc`` / ``test_ann_acc``)."""
+        accuracy = self.ann_accuracy(module.network, frames, labels)
+        module.log(f"{stage}_ann_acc", accuracy, on_step=False, on_epoch=True, sync_dist=True, batch_size=labels.shape[0])
+
+    def on_train_epoch_end(self, module: "SpikingClassifier") -> None:
+        self.convert(module.network)
+
+    def on_fit_end(self, module: "SpikingClassifier") -> None:
+        self.convert(module.network)

@@ -1,0 +1,150 @@
+"""Feedback alignment (Lillicrap et al. 2016) and direct feedback alignment (Nokland 2016) through time."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+import torch
+from torch import Tensor
+
+from lightning_local.learners import Learner, LearnerStep
+from lightning_local.learners.traces import fixed_uniform
+from lightning_local.models import NetworkOutput, per_step_cross_entropy
+from lightning_local.neurons import lif_sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lightning_local.models import SpikingNetwork
+    from lightning_local.module import SpikingClassifier
+
+
+class FeedbackLinear(torch.autograd.Function):
+    """``x @ W^T`` whose backward sends the error to ``x`` through ``B`` instead of ``W``.
+
+    Forward: ``y = x W^T`` (``x`` ``[..., in]``, ``W`` and ``B`` ``[out, in]``).
+    Backward: ``dx = dy B`` (the fixed random matrix), ``dW = dy^T x`` (the usual
+    outer product, summed over all leading dimensions, i.e. time and batch).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, feedback: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, feedback)
+        return x @ weight.t()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        x, feedback = ctx.saved_tensors
+        grad_x = grad_out @ feedback if ctx.needs_input_grad[0] else None
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = grad_out.reshape(-1, grad_out.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
+        return grad_x, grad_w, None
+
+
+def feedback_linear(x: Tensor, weight: Tensor, feedback: Tensor) -> Tensor:
+    """Apply :class:`FeedbackLinear`."""
+    return FeedbackLinear.apply(x, weight, feedback)
+
+
+class FeedbackAlignment(Learner):
+    r"""Feedback alignment through time (``direct=False``) or direct feedback alignment (``direct=True``).
+
+    **FA** (``direct=False``). The forward pass is the network's own (the fused
+    LIF scan of every layer), and errors travel backward layer by layer and
+    through time exactly as in BPTT - surrogate derivatives, synaptic and
+    membrane time constants, detached reset - except at the *input projection*
+    of every layer ``l >= 1``: the error reaching the presynaptic spikes is
+    ``dy B_l`` with a fixed random ``B_l`` (same shape ``[n_l, n_{l-1}]`` as
+    ``W_l``) instead of ``dy W_l`` (:class:`FeedbackLinear`). Weight gradients stay
+    the usual outer products ``sum_t dy^t (x^t)^T``. Documented choice for REC
+    networks: the recurrent path *inside* a layer (``s^{t-1} -> V -> iota^t``) keeps
+    ``V^T`` in the backward pass (it is the temporal part of the layer's own
+    dynamics, computed by the fused scan); only the spatial transport between
+    layers is random, so for one-hidden-layer FF networks FA differs from BPTT
+    only in the error sent to the hidden layer.
+
+    **DFA** (``direct=True``). The per-step output error ``delta^t = dE/du_out^t =
+    (softmax(u_out^t) - onehot)/(T B)`` is sent straight to every hidden layer:
+    hidden layer ``l`` receives ``delta^t B_l^T`` (``B_l in R^{n_l x C}``) *as the
+    error of its spikes* ``s_l^t`` at the *same* step ``t``. Time is handled by
+    backpropagating these injected errors through the layer's own dynamics (its
+    synaptic/membrane chains and, for REC, its own recurrent ``V``) with the fused
+    scan - BPTT within a layer, nothing between layers: every layer's input is
+    detached. The output layer gets the exact gradient of the task loss
+    with respect to ``W_out`` (its input is detached too). The implementation
+    back-propagates ``E + sum_{l,t} <s_l^t, sg(delta^t B_l^T)>`` (``sg`` = stop-gradient),
+    whose gradient is exactly this update; the logged loss is ``E``.
+
+    **Feedback matrices** are drawn once in :meth:`attach` as
+    ``U(-1/sqrt(fan), 1/sqrt(fan))`` (``nn.Linear``'s default scale; ``fan = n_{l-1}``
+    for FA, ``n_l`` for DFA) from ``torch.Generator().manual_seed(seed + l)`` and
+    registered as buffers ``feedback_{l}`` (checkpointed, moved with the module,
+    identical on every DDP rank and broadcast by DDP). FA needs one per layer
+    ``l >= 1``; DFA one per hidden layer ``l < L``.
+
+    Memory and time are those of BPTT (it is BPTT with other transport matrices).
+
+    Args:
+        direct: use DFA instead of FA.
+        seed: seed of the feedback matrices.
+    """
+
+    name = "fa"
+
+    def __init__(self, direct: bool = False, seed: int = 0) -> None:
+        super().__init__()
+        self.direct = direct
+        self.seed = seed
+
+    def attach(self, network: "SpikingNetwork") -> None:
+        layers = network.layers
+        like = layers[0].weight
+        if self.direct:
+            classes = layers[-1].out_features
+            for l in range(len(layers) - 1):
+                n_l = layers[l].out_features
+                self.register_buffer(f"feedback_{l}", fixed_uniform((n_l, classes), n_l, self.seed + l, like))
+        else:
+            for l in range(1, len(layers)):
+                shape = tuple(layers[l].weight.shape)
+                self.register_buffer(f"feedback_{l}", fixed_uniform(shape, shape[1], self.seed + l, like))
+
+    def feedback_matrix(self, l: int) -> Tensor:
+        """``B_l``: ``[n_l, n_{l-1}]`` for FA (layers ``l >= 1``), ``[n_l, classes]`` for DFA (hidden layers)."""
+        return getattr(self, f"feedback_{l}")
+
+    def forward_fa(self, network: "SpikingNetwork", frames: Tensor) -> NetworkOutput:
+        """Network forward whose backward is feedback alignment (values equal the network's)."""
+        x = frames.transpose(0, 1)
+        spikes: list[Tensor] = []
+        membrane = x
+        for l, layer in enumerate(network.layers):
+            currents = x @ layer.weight.t() if l == 0 else feedback_linear(x, layer.weight, self.feedback_matrix(l))
+            x, membrane = lif_sequence(currents, layer.params, layer.recurrent_weight)
+            spikes.append(x)
+        return NetworkOutput(spikes=spikes, output_membrane=membrane)
+
+    def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
+        network = module.network
+        if not self.direct:
+            output = self.forward_fa(network, frames)
+            loss = per_step_cross_entropy(output.output_membrane, labels)
+            return LearnerStep(loss=loss.detach(), logits=output.logits.detach(), objective=loss)
+        # DFA: every layer sees a detached input; hidden layers get the projected output error.
+        x = frames.transpose(0, 1)
+        hidden: list[Tensor] = []
+        membrane: Optional[Tensor] = None
+        for layer in network.layers:
+            x, membrane = layer(x.detach())
+            hidden.append(x)
+        hidden.pop()  # the output layer's spikes are not used
+        assert membrane is not None
+        loss = per_step_cross_entropy(membrane, labels)
+        with torch.no_grad():
+            steps, batch, classes = membrane.shape
+            onehot = torch.nn.functional.one_hot(labels, classes).to(membrane.dtype)
+            delta = (torch.softmax(membrane, dim=-1) - onehot) / (steps * batch)  # [T, B, C]
+        objective = loss
+        for l, spikes in enumerate(hidden):
+            injected = delta @ self.feedback_matrix(l).t()  # [T, B, n_l]
+            objective = objective + (spikes * injected).sum()
+        return LearnerStep(loss=loss.detach(), logits=membrane.mean(dim=0).detach(), objective=objective)

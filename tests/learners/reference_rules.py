@@ -1,0 +1,141 @@
+"""Independent autograd references of the local learning rules.
+
+Everything here is written step by step with plain autograd and explicit
+stop-gradients (``.detach()``); it shares nothing with the learners'
+implementations except the network's weights and the surrogate derivative
+function ``params.pseudo_derivative`` (the definition of ``psi``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn.functional import cross_entropy
+
+
+class Spike(torch.autograd.Function):
+    """Heaviside of ``mem - v_th`` with the network's surrogate derivative."""
+
+    @staticmethod
+    def forward(ctx, mem, params):
+        ctx.save_for_backward(mem)
+        ctx.params = params
+        return (mem > params.v_th).to(mem.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mem,) = ctx.saved_tensors
+        return grad * ctx.params.pseudo_derivative(mem), None
+
+
+def fa_projection(x, weight, feedback):
+    """Value ``x W^T``; gradient to ``W`` is ``g^T x``, gradient to ``x`` is ``g B``."""
+    through_b = x @ feedback.t()
+    return x.detach() @ weight.t() + (through_b - through_b.detach())
+
+
+def layer_step(layer, x, prev, *, detach_input=False, detach_history=False, detach_recurrent=False, feedback=None):
+    """One LIF step with the requested cuts; ``prev = (syn, mem, spk)``."""
+    params = layer.params
+    syn, mem, spk = prev
+    if detach_history:
+        syn, mem = syn.detach(), mem.detach()
+    if detach_input:
+        x = x.detach()
+    current = x @ layer.weight.t() if feedback is None else fa_projection(x, layer.weight, feedback)
+    new_syn = params.alpha * syn + current
+    if layer.recurrent_weight is not None:
+        rec_in = spk.detach() if detach_recurrent else spk
+        new_syn = new_syn + rec_in @ layer.recurrent_weight.t()
+    new_mem = params.beta * mem + new_syn - params.v_th * spk.detach()
+    return new_syn, new_mem, Spike.apply(new_mem, params)
+
+
+def simulate(net, frames, cuts):
+    """Run ``net`` step by step; ``cuts(l)`` gives the keyword cuts of layer ``l``.
+
+    Returns per layer the lists of membranes and spikes over time.
+    """
+    batch, steps, _ = frames.shape
+    states = [(frames.new_zeros(batch, layer.out_features),) * 3 for layer in net.layers]
+    mems = [[] for _ in net.layers]
+    spks = [[] for _ in net.layers]
+    for t in range(steps):
+        x = frames[:, t]
+        for l, layer in enumerate(net.layers):
+            states[l] = layer_step(layer, x, states[l], **cuts(l))
+            mems[l].append(states[l][1])
+            spks[l].append(states[l][2])
+            x = states[l][2]
+    return mems, spks
+
+
+def task_loss(out_mems, labels):
+    steps, batch = len(out_mems), labels.shape[0]
+    return sum(cross_entropy(u, labels, reduction="sum") for u in out_mems) / (steps * batch)
+
+
+def output_errors(net, frames, labels):
+    """``delta^t = dE/du_out^t`` of the true forward pass (autograd)."""
+    with torch.no_grad():
+        mems, _ = simulate(net, frames, lambda l: {})
+    leaves = [u.clone().requires_grad_(True) for u in mems[-1]]
+    return list(torch.autograd.grad(task_loss(leaves, labels), leaves))
+
+
+def layer_params(layer):
+    return [p for p in (layer.weight, layer.recurrent_weight) if p is not None]
+
+
+def eprop_reference(net, frames, labels, target, feedback=None):
+    """Gradients of layer ``target``'s parameters with e-prop's stop-gradients.
+
+    Symmetric (``feedback=None``): layer ``target`` keeps its own temporal chain,
+    its inputs and its own ``s^{t-1}`` entering through ``V`` are detached; the
+    layers above keep only the same-step spatial path (their history is detached).
+    Random: the error ``delta^t B^T`` is injected at ``s_target^t``.
+    """
+
+    def cuts(l):
+        if l < target:
+            return dict(detach_input=True, detach_history=True, detach_recurrent=True)
+        if l == target:
+            return dict(detach_input=True, detach_recurrent=True)
+        return dict(detach_history=True, detach_recurrent=True)
+
+    mems, spks = simulate(net, frames, cuts)
+    layer = net.layers[target]
+    if feedback is None:
+        objective = task_loss(mems[-1], labels)
+    else:
+        deltas = output_errors(net, frames, labels)
+        objective = sum((s * (d @ feedback.t())).sum() for s, d in zip(spks[target], deltas))
+    return torch.autograd.grad(objective, layer_params(layer))
+
+
+def decolle_reference(net, frames, labels, readouts, readout="spikes"):
+    """Gradients of all parameters of ``sum_l E_l`` with DECOLLE's stop-gradients (eq. 8)."""
+    mems, spks = simulate(net, frames, lambda l: dict(detach_input=True, detach_recurrent=True))
+    objective = task_loss(mems[-1], labels)
+    for l, G in enumerate(readouts):
+        signals = spks[l] if readout == "spikes" else mems[l]
+        objective = objective + task_loss([s @ G.t() for s in signals], labels)
+    params = [p for layer in net.layers for p in layer_params(layer)]
+    return dict(zip([id(p) for p in params], torch.autograd.grad(objective, params)))
+
+
+def fa_reference(net, frames, labels, feedbacks):
+    """Feedback alignment gradients: BPTT with ``B_l`` instead of ``W_l`` between layers."""
+    mems, _ = simulate(net, frames, lambda l: dict(feedback=feedbacks[l] if l >= 1 else None))
+    params = [p for layer in net.layers for p in layer_params(layer)]
+    return dict(zip([id(p) for p in params], torch.autograd.grad(task_loss(mems[-1], labels), params)))
+
+
+def dfa_reference(net, frames, labels, feedbacks):
+    """DFA: ``delta^t B_l^T`` injected at ``s_l^t``, back-propagated within each layer only."""
+    mems, spks = simulate(net, frames, lambda l: dict(detach_input=True))
+    deltas = output_errors(net, frames, labels)
+    objective = task_loss(mems[-1], labels)
+    for l, B in enumerate(feedbacks):
+        objective = objective + sum((s * (d @ B.t())).sum() for s, d in zip(spks[l], deltas))
+    params = [p for layer in net.layers for p in layer_params(layer)]
+    return dict(zip([id(p) for p in params], torch.autograd.grad(objective, params)))

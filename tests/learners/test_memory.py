@@ -1,0 +1,103 @@
+"""e-prop and DECOLLE keep nothing of length T: saved-for-backward bytes do not grow with T (BPTT's do)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightning_local.learners.traces import OnlineSimulation, blocks
+from lightning_local.module import SpikingClassifier
+
+INPUTS, CLASSES, BATCH = 64, 10, 4
+
+
+def saved_bytes_of_training_step(learner, architecture, steps):
+    torch.manual_seed(0)
+    module = SpikingClassifier(INPUTS, CLASSES, learner=learner, architecture=architecture, hidden_sizes=[32, 16])
+    frames = (torch.rand(BATCH, steps, INPUTS) < 0.2).float()
+    labels = torch.randint(0, CLASSES, (BATCH,))
+    seen, total = set(), [0]
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        key = (storage.data_ptr(), storage.nbytes())
+        if key not in seen:
+            seen.add(key)
+            total[0] += storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        step = module.learner.training_step(module, frames, labels)
+        step.objective.backward()
+    return total[0]
+
+
+@pytest.mark.parametrize("architecture", ["ff", "rec"])
+@pytest.mark.parametrize("learner", ["eprop", "decolle"])
+def test_saved_bytes_do_not_grow_with_T(learner, architecture):
+    short, long = (saved_bytes_of_training_step(learner, architecture, steps) for steps in (20, 160))
+    assert short == long
+    assert long <= 2 * sum(p.numel() * 4 for p in SpikingClassifier(INPUTS, CLASSES, architecture=architecture,
+                                                                        hidden_sizes=[32, 16]).parameters())
+
+
+def test_bptt_saved_bytes_grow_with_T():
+    short, long = (saved_bytes_of_training_step("bptt", "ff", steps) for steps in (20, 160))
+    assert long > 6 * short
+
+
+def test_carried_state_is_independent_of_T():
+    torch.manual_seed(0)
+    module = SpikingClassifier(INPUTS, CLASSES, architecture="rec", hidden_sizes=[32, 16])
+    like = torch.zeros(BATCH, 5, INPUTS)
+    assert OnlineSimulation(module.network, BATCH, like).state_nbytes() == OnlineSimulation(
+        module.network, BATCH, torch.zeros(BATCH, 500, INPUTS)).state_nbytes()
+
+
+def test_blocks_cover_the_sequence_and_respect_update_boundaries():
+    assert list(blocks(70, 32)) == [(0, 32), (32, 64), (64, 70)]
+    assert list(blocks(10, 32, boundary=4)) == [(0, 4), (4, 8), (8, 10)]
+    assert list(blocks(70, 32, boundary=40)) == [(0, 32), (32, 40), (40, 70)]
+
+
+def test_block_input_trace_equals_step_by_step_accumulation():
+    from lightning_local.learners.traces import BlockInputTrace, PresynapticTrace
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        alpha, beta, batch, n_in, n_out = 0.8, 0.9, 3, 7, 5
+        generator = torch.Generator().manual_seed(0)
+        x = (torch.rand(45, batch, n_in, generator=generator) < 0.4).double()
+        g = torch.randn(45, batch, n_out, generator=generator)
+        like = torch.zeros(())
+        step_trace, block_trace = PresynapticTrace(batch, n_in, like, alpha, beta), BlockInputTrace(batch, n_in, like, alpha, beta, 16)
+        expected, ours = torch.zeros(n_out, n_in), torch.zeros(n_out, n_in)
+        for t in range(45):
+            expected.addmm_(g[t].t(), step_trace.update(x[t]))
+        for start, stop in blocks(45, 16, boundary=20):  # blocks of 16, 4, 16, 4, 5 steps
+            block_trace.accumulate(ours, g[start:stop], x[start:stop].reshape(-1, n_in))
+        torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(block_trace.z1, step_trace.z1, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(block_trace.z2, step_trace.z2, rtol=1e-12, atol=1e-12)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+@pytest.mark.parametrize("architecture", ["ff", "rec"])
+def test_online_simulation_reproduces_the_network_over_several_blocks(architecture):
+    torch.manual_seed(0)
+    module = SpikingClassifier(INPUTS, CLASSES, architecture=architecture, hidden_sizes=[32, 16])
+    frames = (torch.rand(BATCH, 75, INPUTS) < 0.3).float()
+    with torch.no_grad():
+        output = module.network(frames)
+        sim = OnlineSimulation(module.network, BATCH, frames)
+        x_seq = frames.transpose(0, 1)
+        for start, stop in blocks(75, 32):
+            sim.begin_block(x_seq[start:stop])
+            for i in range(stop - start):
+                sim.step(i)
+                for l in range(3):
+                    assert torch.equal(sim.spk[l], output.spikes[l][start + i])
+                torch.testing.assert_close(sim.mem[-1], output.output_membrane[start + i])
+            sim.end_block(torch.zeros_like(module.network.layers[0].weight))
