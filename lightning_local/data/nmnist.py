@@ -65,32 +65,6 @@ class NMNIST(EventDataModule):
     tonic_dataset = tonic.datasets.NMNIST
     download_url = "https://www.garrickorchard.com/datasets/n-mnist"
 
-    def __init__(
-        self,
-        root: str,
-        n_time_bins: int = 100,
-        downsample: int = 1,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        seed: int = 0,
-        download: bool = True,
-        skip_bad_files: bool = False,
-    ) -> None:
-        super().__init__(
-            root=root,
-            download=download,
-            n_time_bins=n_time_bins,
-            downsample=downsample,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            seed=seed,
-            skip_bad_files=skip_bad_files,
-        )
-
     def scan_root(self, root: Path) -> tuple[list[Record], list[Record] | None] | None:
         """Use ``root`` or ``root/NMNIST`` (tonic's download folder), whichever has Train/ recordings."""
         for base in (root, root / "NMNIST"):

@@ -8,12 +8,7 @@ from reference_rules import eprop_reference
 from lightning_local.plugins.eprop import EProp
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def eprop_updates(module, frames, labels):

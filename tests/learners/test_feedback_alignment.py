@@ -9,12 +9,7 @@ from lightning_local.models import per_step_cross_entropy
 from lightning_local.plugins.feedback_alignment import FeedbackAlignment
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def learner_grads(module, frames, labels):

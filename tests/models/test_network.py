@@ -10,12 +10,7 @@ from lightning_local.neurons import LIFParameters
 STEPS, BATCH, INPUTS, CLASSES = 40, 6, 30, 4
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def make_network(architecture, seed=0):

@@ -11,12 +11,7 @@ STEPS, BATCH, NEURONS = 60, 5, 9
 SNN_SURROGATES = {"fast_sigmoid": lambda s: snn_surrogate.fast_sigmoid(slope=s), "atan": lambda s: snn_surrogate.atan(alpha=s)}
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def random_currents(seed=0):
