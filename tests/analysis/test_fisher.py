@@ -13,14 +13,6 @@ from lightning_local.models import SpikingNetwork
 from analysis_helpers import tiny_model, tiny_trainer
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def direct(network, frames, labels, readout, steps):
     """One sample and one step at a time: autograd of log softmax(u)_y w.r.t. each W and V."""
     out = torch.zeros(frames.shape[0], len(steps), len(network.layers), 2)
