@@ -39,21 +39,9 @@ def class_path(group: str, name: str, kind: str) -> str:
     return f"{module}.{attr}"
 
 
-def load(group: str, name: str, kind: str) -> Any:
-    """Import and return the object registered as ``name`` in ``group``."""
-    class_path(group, name, kind)  # raises the clear error for unknown names
-    (entry,) = [ep for ep in entry_points(group=group) if ep.name == name]
-    return entry.load()
-
-
 def learner_class_path(name: str) -> str:
     """Class path of the learner registered as ``name``."""
     return class_path(LEARNER_GROUP, name, "learner")
-
-
-def dataset_class_path(name: str) -> str:
-    """Class path of the data module registered as ``name``."""
-    return class_path(DATASET_GROUP, name, "dataset")
 
 
 def build_learner(value: Any) -> Any:
