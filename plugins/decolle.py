@@ -11,11 +11,11 @@ from lightning_local.learners import Learner, LearnerStep, update_objective
 from lightning_local.learners.traces import (
     BLOCK_STEPS,
     OnlineSimulation,
+    TaskReadout,
     all_reduce_mean_,
     blocks,
     fixed_uniform,
     single_thread,
-    softmax_error,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -133,29 +133,21 @@ class Decolle(Learner):
         layers = list(network.layers)
         sim = OnlineSimulation(network, batch, frames)
         pseudo = network.params.pseudo_derivative
-        onehot = torch.nn.functional.one_hot(labels, layers[-1].out_features).to(frames.dtype)
-        scale = 1.0 / (steps * batch)
+        task = TaskReadout(labels, layers[-1].out_features, steps, frames)
         params = [layer.weight for layer in layers] + [l.recurrent_weight for l in layers if l.recurrent_weight is not None]
         deltas = {id(p): torch.zeros_like(p) for p in params}
         readouts = [self.readout_matrix(l) for l in range(len(layers) - 1)]
         spikes_readout = self.readout == "spikes"
-        loss = frames.new_zeros(())
-        membrane_sum = frames.new_zeros(batch, layers[-1].out_features)
         first_errors = sim.first_errors
         for start, stop in blocks(steps, BLOCK_STEPS, update_every if apply is not None else 0):
             sim.begin_block(x_seq[start:stop])  # W_0 is fixed within a block
             with single_thread(frames.device):  # per-step ops are tiny
                 for i in range(stop - start):
                     sim.step(i)
-                    u_out = sim.mem[-1]
-                    membrane_sum.add_(u_out)
-                    delta, step_loss = softmax_error(u_out, onehot, scale)
-                    loss.add_(step_loss)
-                    deltas[id(layers[-1].weight)].addmm_(delta.t(), sim.inputs[-1].z2)
+                    task.step(sim, deltas[id(layers[-1].weight)])
                     for l, G in enumerate(readouts):
                         read = sim.spk[l] if spikes_readout else sim.mem[l]
-                        local_delta, _ = softmax_error(read @ G.t(), onehot, scale)
-                        error = local_delta @ G
+                        error = task.error(read @ G.t()) @ G
                         if spikes_readout:
                             error.mul_(pseudo(sim.mem[l]))
                         if l == 0:
@@ -169,7 +161,7 @@ class Decolle(Learner):
                 apply([(p, deltas[id(p)]) for p in params])
                 for d in deltas.values():
                     d.zero_()
-        return loss * scale, membrane_sum / steps, [(p, deltas[id(p)]) for p in params]
+        return task.loss, task.logits, [(p, deltas[id(p)]) for p in params]
 
     def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
         if not self.online:

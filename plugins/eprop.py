@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from lightning_local.learners import Learner, LearnerStep, update_objective
-from lightning_local.learners.traces import BLOCK_STEPS, OnlineSimulation, blocks, fixed_uniform, single_thread, softmax_error
+from lightning_local.learners.traces import BLOCK_STEPS, OnlineSimulation, TaskReadout, blocks, fixed_uniform, single_thread
 
 if TYPE_CHECKING:  # pragma: no cover
     from lightning_local.models import SpikingNetwork
@@ -114,24 +114,17 @@ class EProp(Learner):
         weights = [layer.weight for layer in layers]
         sim = OnlineSimulation(network, batch, frames)
         pseudo = network.params.pseudo_derivative
-        onehot = torch.nn.functional.one_hot(labels, layers[-1].out_features).to(frames.dtype)
-        scale = 1.0 / (steps * batch)
+        readout = TaskReadout(labels, layers[-1].out_features, steps, frames)
         d_w = [torch.zeros_like(layer.weight) for layer in layers]
         d_v = [torch.zeros_like(layer.recurrent_weight) if layer.recurrent_weight is not None else None for layer in layers]
         feedback = [self.feedback_matrix(l).t() for l in range(len(layers) - 1)] if self.feedback == "random" else None
-        loss = frames.new_zeros(())
-        membrane_sum = frames.new_zeros(batch, layers[-1].out_features)
         first_errors = sim.first_errors
         for start, stop in blocks(steps, BLOCK_STEPS):
             sim.begin_block(x_seq[start:stop])  # W_0 is fixed during the batch
             with single_thread(frames.device):  # per-step ops are tiny
                 for i in range(stop - start):
                     sim.step(i)
-                    u_out = sim.mem[-1]
-                    membrane_sum.add_(u_out)
-                    delta, step_loss = softmax_error(u_out, onehot, scale)
-                    loss.add_(step_loss)
-                    d_w[-1].addmm_(delta.t(), sim.inputs[-1].z2)
+                    delta = readout.step(sim, d_w[-1])
                     error = delta  # dE/du of the layer above (symmetric routing)
                     for l in range(len(layers) - 2, -1, -1):
                         signal = error @ weights[l + 1] if feedback is None else delta @ feedback[l]
@@ -145,7 +138,7 @@ class EProp(Learner):
             sim.end_block(d_w[0])
         updates = [(layer.weight, d) for layer, d in zip(layers, d_w)]
         updates += [(layer.recurrent_weight, d) for layer, d in zip(layers, d_v) if d is not None]
-        return loss * scale, membrane_sum / steps, updates
+        return readout.loss, readout.logits, updates
 
     def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
         loss, logits, updates = self.compute_updates(module.network, frames, labels)

@@ -254,6 +254,52 @@ class OnlineSimulation:
         return total
 
 
+class TaskReadout:
+    """Task loss, logits and the exact output-layer update of a step-by-step simulation.
+
+    Shared by the trace rules (e-prop, DECOLLE). The loss is the network's
+    training loss ``E = 1/(T B) sum_{t,b} CE(u_out^t, y)``; each step's error
+    ``delta^t = dE/du_out^t`` times the output layer's presynaptic trace is the
+    exact gradient for ``W_out`` (the readout is the membrane: no pseudo-derivative).
+
+    Args:
+        labels: ``[batch]`` class labels.
+        classes: number of output neurons.
+        steps: sequence length ``T``.
+        like: tensor giving device and dtype.
+    """
+
+    def __init__(self, labels: Tensor, classes: int, steps: int, like: Tensor) -> None:
+        self.onehot = torch.nn.functional.one_hot(labels, classes).to(like.dtype)
+        self.steps = steps
+        self.scale = 1.0 / (steps * labels.shape[0])
+        self.loss_sum = like.new_zeros(())
+        self.membrane_sum = like.new_zeros(labels.shape[0], classes)
+
+    def step(self, sim: "OnlineSimulation", output_update: Tensor) -> Tensor:
+        """Account this step of ``sim``: add the output layer's update, return ``delta^t``."""
+        u_out = sim.mem[-1]
+        self.membrane_sum.add_(u_out)
+        delta, step_loss = softmax_error(u_out, self.onehot, self.scale)
+        self.loss_sum.add_(step_loss)
+        output_update.addmm_(delta.t(), sim.inputs[-1].z2)
+        return delta
+
+    def error(self, logits: Tensor) -> Tensor:
+        """``dE/dlogits`` of a per-step CE with the same labels and scale (DECOLLE's local losses)."""
+        return softmax_error(logits, self.onehot, self.scale)[0]
+
+    @property
+    def loss(self) -> Tensor:
+        """The mean task loss over the sequence."""
+        return self.loss_sum * self.scale
+
+    @property
+    def logits(self) -> Tensor:
+        """Output membrane averaged over time (the network's logits)."""
+        return self.membrane_sum / self.steps
+
+
 @contextmanager
 def single_thread(device: torch.device) -> Iterator[None]:
     """Run the block with one CPU intra-op thread (no-op on other devices or when already 1).
