@@ -11,11 +11,41 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .learners import Learner, build_learner
 from .models import Architecture, SpikingNetwork, per_step_cross_entropy
+from .models.network import DEFAULT_OUTPUT_INIT_GAIN
 from .neurons import LIFParameters
+from .neurons.lif import decay_from_time_constant
 
 
 class InvalidInputError(ValueError):
     """A batch the network cannot take (wrong shape, NaN or infinite values)."""
+
+
+def _decay(decay: Optional[float], tau: Optional[float], decay_name: str, tau_name: str, default_tau: float) -> float:
+    """The decay factor from either the factor itself or its time constant (not both)."""
+    if decay is not None and tau is not None:
+        raise ValueError(f"Give either {decay_name} or {tau_name}, not both ({decay_name}={decay}, {tau_name}={tau}).")
+    if decay is not None:
+        return decay
+    return decay_from_time_constant(default_tau if tau is None else tau, tau_name)
+
+
+def check_model_arguments(
+    num_inputs: int, num_classes: int, hidden_sizes: Sequence[int], lr: float, weight_decay: float, recurrent_init_gain: float
+) -> None:
+    """Reject model arguments that would crash later or silently train a dead network."""
+    problems = []
+    if num_inputs < 1 or num_classes < 2:
+        problems.append(f"the data gives {num_inputs} inputs and {num_classes} classes (need >= 1 and >= 2)")
+    if isinstance(hidden_sizes, (str, bytes)) or any(not isinstance(n, int) or n < 1 for n in hidden_sizes):
+        problems.append(f"hidden_sizes must be a list of positive integers, e.g. [120, 84] (got {hidden_sizes!r})")
+    if not lr > 0:
+        problems.append(f"lr must be positive (got {lr})")
+    if weight_decay < 0:
+        problems.append(f"weight_decay must be >= 0 (got {weight_decay})")
+    if recurrent_init_gain < 0:
+        problems.append(f"recurrent_init_gain must be >= 0 (got {recurrent_init_gain})")
+    if problems:
+        raise InvalidInputError("Invalid model arguments: " + "; ".join(problems) + ". Fix the --model flags or the config.")
 
 
 class SpikingClassifier(pl.LightningModule):
@@ -28,8 +58,13 @@ class SpikingClassifier(pl.LightningModule):
         architecture: ``ff`` or ``rec`` (recurrent weights on hidden layers).
         hidden_sizes: neurons per hidden layer.
         recurrent_init_gain: initial recurrent weights are nn.Linear's initialisation times this (REC).
-        tau_syn: synaptic time constant in steps (alpha = exp(-1/tau_syn)).
-        tau_mem: membrane time constant in steps (beta = exp(-1/tau_mem)).
+        output_init_gain: gain of the output layer's initial weights relative to the neuron's
+            steady-state gain (see :class:`~lightning_local.models.SpikingNetwork`); ``None``: nn.Linear's.
+        hidden_init_gain: the same for hidden layers (default ``None``: nn.Linear's initialisation).
+        tau_syn: synaptic time constant in steps (alpha = exp(-1/tau_syn)); default 5 unless ``alpha`` is given.
+        tau_mem: membrane time constant in steps (beta = exp(-1/tau_mem)); default 10 unless ``beta`` is given.
+        alpha: synaptic decay factor per step, in [0, 1] (Table VII's ``a``); excludes ``tau_syn``.
+        beta: membrane decay factor per step, in [0, 1] (Table VII's ``b``); excludes ``tau_mem``.
         v_th: firing threshold.
         surrogate: surrogate spike derivative: ``fast_sigmoid`` or ``atan``.
         surrogate_scale: its steepness.
@@ -45,8 +80,12 @@ class SpikingClassifier(pl.LightningModule):
         architecture: Architecture = "ff",
         hidden_sizes: Sequence[int] = (120, 84),
         recurrent_init_gain: float = 0.1,
-        tau_syn: float = 5.0,
-        tau_mem: float = 10.0,
+        output_init_gain: Optional[float] = DEFAULT_OUTPUT_INIT_GAIN,
+        hidden_init_gain: Optional[float] = None,
+        tau_syn: Optional[float] = None,
+        tau_mem: Optional[float] = None,
+        alpha: Optional[float] = None,
+        beta: Optional[float] = None,
         v_th: float = 1.0,
         surrogate: str = "fast_sigmoid",
         surrogate_scale: float = 25.0,
@@ -54,12 +93,31 @@ class SpikingClassifier(pl.LightningModule):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__()
+        check_model_arguments(num_inputs, num_classes, hidden_sizes, lr, weight_decay, recurrent_init_gain)
         self.learner: Learner = build_learner(learner if learner is not None else "bptt")
         self.save_hyperparameters(ignore=["learner"])
         # Record the rule itself so load_from_checkpoint rebuilds the same learner.
         self.hparams["learner"] = self.learner.spec()
-        params = LIFParameters(tau_syn=tau_syn, tau_mem=tau_mem, v_th=v_th, surrogate=surrogate, surrogate_scale=surrogate_scale)
-        self.network = SpikingNetwork(num_inputs, list(hidden_sizes), num_classes, architecture, params, recurrent_init_gain)
+        try:
+            params = LIFParameters(
+                alpha=_decay(alpha, tau_syn, "alpha", "tau_syn", 5.0),
+                beta=_decay(beta, tau_mem, "beta", "tau_mem", 10.0),
+                v_th=v_th,
+                surrogate=surrogate,
+                surrogate_scale=surrogate_scale,
+            )
+        except ValueError as error:
+            raise InvalidInputError(f"{error} Fix the --model flag or the config.") from None
+        self.network = SpikingNetwork(
+            num_inputs,
+            list(hidden_sizes),
+            num_classes,
+            architecture,
+            params,
+            recurrent_init_gain=recurrent_init_gain,
+            output_init_gain=output_init_gain,
+            hidden_init_gain=hidden_init_gain,
+        )
         self.learner.attach(self.network)
         self.automatic_optimization = not self.learner.manual_optimization
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")

@@ -39,42 +39,54 @@ from .surrogate import get_surrogate, spike
 class LIFParameters:
     """Constants of the LIF neuron.
 
+    The paper's Table VII gives the per-step decay factors directly, so they are
+    the canonical fields; :meth:`from_time_constants` builds them from time
+    constants (``alpha = exp(-1/tau_syn)``, ``beta = exp(-1/tau_mem)``).
+
     Args:
-        tau_syn: synaptic time constant in time steps; ``alpha = exp(-1/tau_syn)``.
-        tau_mem: membrane time constant in time steps; ``beta = exp(-1/tau_mem)``.
+        alpha: synaptic-current decay per step, in ``[0, 1]`` (``0``: no memory, ``1``: no leak).
+        beta: membrane decay per step, in ``[0, 1]``.
         v_th: firing threshold ``V_th`` (also the amount subtracted on reset).
         surrogate: name of the surrogate derivative (``fast_sigmoid`` or ``atan``).
         surrogate_scale: its steepness (slope for ``fast_sigmoid``, alpha for ``atan``).
     """
 
-    tau_syn: float = 5.0
-    tau_mem: float = 10.0
+    alpha: float = math.exp(-1.0 / 5.0)
+    beta: float = math.exp(-1.0 / 10.0)
     v_th: float = 1.0
     surrogate: str = "fast_sigmoid"
     surrogate_scale: float = 25.0
 
     def __post_init__(self) -> None:
-        if self.tau_syn <= 0 or self.tau_mem <= 0:
-            raise ValueError(
-                f"Time constants must be positive (got tau_syn={self.tau_syn}, tau_mem={self.tau_mem})."
-            )
-        if self.v_th <= 0:
+        for name in ("alpha", "beta"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"The decay factor {name} must lie in [0, 1] (got {value}).")
+        if not self.v_th > 0:
             raise ValueError(f"The threshold v_th must be positive (got {self.v_th}).")
         get_surrogate(self.surrogate)  # fail early on an unknown name
 
-    @property
-    def alpha(self) -> float:
-        """Synaptic-current decay per step."""
-        return math.exp(-1.0 / self.tau_syn)
+    @classmethod
+    def from_time_constants(cls, tau_syn: float, tau_mem: float, **kwargs) -> "LIFParameters":
+        """Parameters from time constants in steps: ``alpha = exp(-1/tau_syn)``, ``beta = exp(-1/tau_mem)``."""
+        return cls(alpha=decay_from_time_constant(tau_syn, "tau_syn"), beta=decay_from_time_constant(tau_mem, "tau_mem"), **kwargs)
 
     @property
-    def beta(self) -> float:
-        """Membrane decay per step."""
-        return math.exp(-1.0 / self.tau_mem)
+    def steady_state_gain(self) -> float:
+        """Membrane response to a constant unit input current: ``1 / ((1 - alpha)(1 - beta))``."""
+        leak = (1.0 - self.alpha) * (1.0 - self.beta)
+        return math.inf if leak == 0.0 else 1.0 / leak
 
     def pseudo_derivative(self, mem: Tensor) -> Tensor:
         """Surrogate ``ds/du`` evaluated at membrane potential ``mem``."""
         return get_surrogate(self.surrogate)(mem - self.v_th, self.surrogate_scale)
+
+
+def decay_from_time_constant(tau: float, name: str = "tau") -> float:
+    """``exp(-1/tau)`` for a positive time constant ``tau`` in steps."""
+    if not tau > 0:
+        raise ValueError(f"The time constant {name} must be positive (got {tau}).")
+    return math.exp(-1.0 / tau)
 
 
 class LIFState(NamedTuple):

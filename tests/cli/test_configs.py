@@ -1,4 +1,4 @@
-"""The paper configs: generated from one table, parse through the CLI, and train."""
+"""The configs: generated from the tables, match Table VII, parse through the CLI, and train."""
 
 from __future__ import annotations
 
@@ -17,22 +17,82 @@ spec.loader.exec_module(make_configs)
 GENERATED = make_configs.all_configs()
 
 
-def test_committed_configs_match_the_table():
-    on_disk = {path for path in CONFIGS.glob("*/*.yaml") if path.parent.name in make_configs.DATASETS}
+# The paper's Table VII as printed in ../shared/PAPER.md, restated here independently of
+# make_configs.py: (dataset, rule, arch) -> (a, b, V_th, LR, batch, epochs).
+PAPER_TABLE_VII = """
+nmnist bptt ff 0.9 0.5 0.9 1e-4 16 100
+nmnist eprop ff 0.99 0.95 0.2 5e-3 5 100
+nmnist decolle ff 0.97 0.92 1.0 1e-3 72 100
+nmnist bptt rec 0.9 0.5 0.9 1e-2 256 100
+nmnist eprop rec 0.99 0.95 0.2 5e-3 4 100
+nmnist decolle rec 0.97 0.92 1.0 1e-5 72 100
+dvsgesture bptt ff 0.9 0.5 1.0 1e-3 16 100
+dvsgesture eprop ff 0.95 0.65 0.3 1e-3 15 100
+dvsgesture decolle ff 0.9 0.65 0.9 2e-4 72 100
+dvsgesture bptt rec 0.95 0.5 0.9 1e-3 32 100
+dvsgesture eprop rec 0.95 0.6 0.7 3e-3 15 100
+dvsgesture decolle rec 0.05 0.2 1.0 3e-5 72 100
+timit bptt ff 0.9 0.5 1.0 1e-3 8 100
+timit eprop ff 0.99 0.3 1.0 5e-4 4 100
+timit decolle ff 0.97 0.9 0.9 2e-4 128 100
+timit bptt rec 0.9 0.7 1.0 1e-3 8 100
+timit eprop rec 0.99 0.3 1.0 5e-4 4 100
+timit decolle rec 0.97 0.3 1.0 1e-5 32 100
+"""
+PAPER_ROWS = [line.split() for line in PAPER_TABLE_VII.strip().splitlines()]
+HIDDEN = {"nmnist": [120, 84], "dvsgesture": [512], "timit": [400]}
+LEARNER_CLASSES = {"bptt": "BPTT", "eprop": "EProp", "decolle": "Decolle"}
+
+
+def _importable(class_path: str) -> bool:
+    module = class_path.rpartition(".")[0]
+    return importlib.util.find_spec(module) is not None
+
+
+def test_committed_configs_match_the_tables():
+    on_disk = set(CONFIGS.glob("*/*.yaml")) | set(CONFIGS.glob("paper/*/*.yaml"))
+    on_disk = {p for p in on_disk if p.parent.name in make_configs.DATASETS}
     assert on_disk == set(GENERATED), "run `python configs/make_configs.py`"
     for path, text in GENERATED.items():
         assert path.read_text() == text, f"{path} is stale: run `python configs/make_configs.py`"
 
 
-def test_every_dataset_learner_architecture_is_covered():
-    names = {(p.parent.name, p.stem) for p in GENERATED}
-    for dataset in ("nmnist", "dvsgesture"):
-        for learner in ("bptt", "fa", "eprop", "decolle", "conversion"):
+@pytest.mark.parametrize("row", PAPER_ROWS, ids=lambda r: "/".join(r[:3]))
+def test_paper_config_holds_table_vii(row):
+    dataset, rule, arch, a, b, v_th, lr, batch, epochs = row
+    config = yaml.safe_load((CONFIGS / "paper" / dataset / f"{rule}_{arch}.yaml").read_text())
+    model = config["model"]
+    assert config["learner"]["class_path"].endswith("." + LEARNER_CLASSES[rule])
+    assert model["architecture"] == arch and model["hidden_sizes"] == HIDDEN[dataset]
+    assert (model["alpha"], model["beta"], model["v_th"], model["lr"]) == (float(a), float(b), float(v_th), float(lr))
+    assert "tau_syn" not in model and "tau_mem" not in model
+    assert config["data"]["init_args"]["batch_size"] == int(batch)
+    assert config["trainer"]["max_epochs"] == int(epochs)
+
+
+def test_exactly_the_18_paper_configs():
+    paper = {(p.parent.name, p.stem) for p in GENERATED if p.parent.parent.name == "paper"}
+    assert paper == {(d, f"{r}_{a}") for d, r, a, *_ in PAPER_ROWS}
+
+
+def test_every_registered_learner_has_our_configs():
+    names = {(p.parent.name, p.stem) for p in GENERATED if p.parent.parent == CONFIGS}
+    for learner in make_configs.project_learners():
+        for dataset in make_configs.OUR_DATASETS:
             for architecture in ("ff", "rec"):
                 assert (dataset, f"{learner}_{architecture}") in names
 
 
-@pytest.mark.parametrize("path", sorted(GENERATED), ids=lambda p: f"{p.parent.name}/{p.stem}")
+PARSEABLE = sorted(p for p in GENERATED if _importable(yaml.safe_load(GENERATED[p])["data"]["class_path"]))
+
+
+def test_only_configs_of_missing_data_modules_are_not_parsed():
+    # TIMIT's data module arrives with the speech issue; everything else must parse.
+    unparsed = {p.parent.name for p in set(GENERATED) - set(PARSEABLE)}
+    assert unparsed <= {"timit"}
+
+
+@pytest.mark.parametrize("path", PARSEABLE, ids=lambda p: str(p.relative_to(CONFIGS).with_suffix("")))
 def test_config_resolves_through_the_cli(path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(path), "--print_config"])
@@ -42,9 +102,13 @@ def test_config_resolves_through_the_cli(path, capsys):
     assert resolved["learner"]["class_path"] == expected["learner"]["class_path"]
     assert resolved["model"]["architecture"] == expected["model"]["architecture"]
     assert resolved["trainer"]["max_epochs"] == expected["trainer"]["max_epochs"]
+    for key in ("alpha", "beta", "v_th", "lr"):
+        if key in expected["model"]:
+            assert resolved["model"][key] == expected["model"][key]
 
 
-def test_a_paper_config_trains(nmnist_small, fast_trainer_args, tmp_path):
-    main(["fit", "--config", str(CONFIGS / "nmnist" / "bptt_rec.yaml"), "--data.init_args.root", str(nmnist_small),
+@pytest.mark.parametrize("config", ["nmnist/bptt_rec.yaml", "paper/nmnist/eprop_rec.yaml"])
+def test_a_config_trains(config, nmnist_small, fast_trainer_args, tmp_path):
+    main(["fit", "--config", str(CONFIGS / config), "--data.init_args.root", str(nmnist_small),
           "--data.init_args.n_time_bins", "20", *fast_trainer_args])
     assert list((tmp_path / "runs").rglob("last.ckpt"))

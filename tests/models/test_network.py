@@ -15,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("float64")
 
 def make_network(architecture, seed=0):
     torch.manual_seed(seed)
-    net = SpikingNetwork(INPUTS, [20, 12], CLASSES, architecture, LIFParameters(tau_syn=5.0, tau_mem=10.0), recurrent_init_gain=1.0)
+    net = SpikingNetwork(INPUTS, [20, 12], CLASSES, architecture, LIFParameters.from_time_constants(5.0, 10.0), recurrent_init_gain=1.0)
     for layer in net.layers:  # stronger weights so every layer fires
         layer.weight.data *= 3.0
     return net

@@ -56,7 +56,7 @@ def snntorch_reference(currents, params, recurrent_weight=None):
 @pytest.mark.parametrize("recurrent", [False, True], ids=["ff", "rec"])
 @pytest.mark.parametrize("surrogate", ["fast_sigmoid", "atan"])
 def test_scan_matches_snntorch_step_by_step(recurrent, surrogate):
-    params = LIFParameters(tau_syn=4.0, tau_mem=8.0, v_th=1.0, surrogate=surrogate, surrogate_scale=25.0 if surrogate == "fast_sigmoid" else 2.0)
+    params = LIFParameters.from_time_constants(4.0, 8.0, v_th=1.0, surrogate=surrogate, surrogate_scale=25.0 if surrogate == "fast_sigmoid" else 2.0)
     currents = random_currents()
     weight = torch.randn(NEURONS, NEURONS, generator=torch.Generator().manual_seed(1)) * 0.4 if recurrent else None
     ref_spikes, ref_mems = snntorch_reference(currents, params, weight)
@@ -75,7 +75,7 @@ def test_scan_matches_snntorch_step_by_step(recurrent, surrogate):
 @pytest.mark.parametrize("recurrent", [False, True], ids=["ff", "rec"])
 @pytest.mark.parametrize("surrogate", ["fast_sigmoid", "atan"])
 def test_scan_backward_equals_autograd_through_snntorch(recurrent, surrogate):
-    params = LIFParameters(tau_syn=4.0, tau_mem=8.0, surrogate=surrogate, surrogate_scale=25.0 if surrogate == "fast_sigmoid" else 2.0)
+    params = LIFParameters.from_time_constants(4.0, 8.0, surrogate=surrogate, surrogate_scale=25.0 if surrogate == "fast_sigmoid" else 2.0)
     currents = random_currents(2)
     weight = torch.randn(NEURONS, NEURONS, generator=torch.Generator().manual_seed(3)) * 0.4 if recurrent else None
     probe_spk = torch.randn(STEPS, BATCH, NEURONS, generator=torch.Generator().manual_seed(4))
@@ -109,6 +109,6 @@ def test_bad_parameters_are_rejected():
     with pytest.raises(ValueError, match="Unknown surrogate"):
         LIFParameters(surrogate="sigmoidish")
     with pytest.raises(ValueError, match="positive"):
-        LIFParameters(tau_mem=0)
+        LIFParameters.from_time_constants(5.0, 0)
     with pytest.raises(ValueError, match=r"\[T, batch, neurons\]"):
         lif_sequence(torch.zeros(3, 4), LIFParameters())
