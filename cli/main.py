@@ -5,28 +5,88 @@ Examples::
     lightning-local fit --learner bptt                       # built-in saccade digits
     lightning-local fit --learner bptt --data nmnist --data.root DIR --model.architecture rec
     lightning-local fit --config configs/nmnist/bptt_ff.yaml
+    lightning-local fit --ckpt_path last                     # resume the newest run in its folder
     lightning-local test --config configs/nmnist/bptt_ff.yaml --ckpt_path runs/.../last.ckpt
+
+Every user error ends in one line ``lightning-local: error: ...`` and exit status 2.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 import sys
-from typing import Optional, Sequence
+import warnings
+from pathlib import Path
+from typing import Any, NoReturn, Optional, Sequence
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+import torch
+from jsonargparse import Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from tqdm.auto import tqdm
 
 from lightning_local.data.base import EventDataModule
-from lightning_local.data.errors import DatasetNotFoundError, EventDataError
+from lightning_local.data.errors import DataArgumentError, DatasetNotFoundError, EventDataError
+from lightning_local.data.interface import SpikingDataModule
 from lightning_local.learners import Learner
-from lightning_local.learners.registry import DATASET_GROUP, LEARNER_GROUP, UnknownNameError, class_path
+from lightning_local.learners.registry import DATASET_GROUP, LEARNER_GROUP, UnknownNameError, available, class_path
 from lightning_local.module import InvalidInputError, SpikingClassifier
+from lightning_local.runs import (
+    LAST_CHECKPOINT,
+    Checkpoint,
+    DivergenceStop,
+    RunFolderError,
+    TrainingDivergedError,
+    discard_if_empty,
+    latest_resumable,
+    reserve_version,
+    run_folder_of,
+    trim_metrics,
+    version_of,
+)
+
+DESCRIPTION = (
+    "lightning-local: train and compare spiking neural networks (LIF neurons, feed-forward or recurrent) "
+    "under learning rules of different locality (BPTT, feedback alignment, e-prop, DECOLLE, ANN-to-SNN "
+    "conversion) on event-camera data, with PyTorch Lightning. Start with `lightning-local fit --help`."
+)
+
+
+class CommandLineError(ValueError):
+    """The command line (or a config file) does not parse: unknown flag, bad value, missing argument."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, or does not fit the model and data asked for."""
+
+
+class TrainerArgumentError(ValueError):
+    """A Trainer argument is out of range (e.g. ``--trainer.max_epochs -3``)."""
+
 
 # Errors caused by the user's input: shown as one line, not a traceback.
-USER_ERRORS = (UnknownNameError, DatasetNotFoundError, EventDataError, InvalidInputError)
+USER_ERRORS = (
+    UnknownNameError,
+    DatasetNotFoundError,
+    EventDataError,
+    DataArgumentError,
+    InvalidInputError,
+    CommandLineError,
+    CheckpointError,
+    TrainerArgumentError,
+    RunFolderError,
+    TrainingDivergedError,
+)
 
 DEFAULT_LEARNER = "lightning_local.plugins.bptt.BPTT"
 DEFAULT_DATA = "lightning_local.data.saccade_digits.SaccadeDigits"
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+RUN_VERSION_ENV = "LIGHTNING_LOCAL_RUN_VERSION"
+"""Rank 0 tells the DDP processes it launches which run folder it reserved."""
 
 # flag -> (entry-point group, what to call it in errors)
 SHORT_NAME_FLAGS = {
@@ -67,22 +127,140 @@ def expand_short_names(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def prepare_argv(argv: Sequence[str]) -> list[str]:
+    """Expand short names and put the default data module first after the subcommand.
+
+    The default data module is given as the first ``--data`` of the command rather
+    than as a parser default: jsonargparse carries a default's resolved arguments
+    over to a class chosen later, so ``--data dvsgesture`` would inherit the default
+    module's ``n_time_bins``/``downsample``/``batch_size`` instead of its own.
+    """
+    out = expand_short_names(argv)
+    for index, token in enumerate(out):
+        if token in SUBCOMMANDS:
+            return out[: index + 1] + ["--data", DEFAULT_DATA] + out[index + 1 :]
+        if not token.startswith("-"):
+            break
+    return out
+
+
+_NOISE = ("Given value", "usage:", "Does not validate", "Subtypes:", "Errors:", "Expected a <class 'NoneType'>")
+
+
+def _one_line(message: str) -> str:
+    """Condense a jsonargparse error (several lines, usage, value dumps) into one sentence."""
+    raw = str(message)
+    lines = [line.strip(" -") for line in raw.splitlines()]
+    lines = [re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", line) for line in lines if line and not line.startswith(_NOISE)]
+    key = re.match(r'Parser key "([^"]+)"', lines[0]) if lines else None
+    required = next((line for line in lines if "arguments are required:" in line), None)
+    if key and required:
+        flags = " and ".join(f"--{key.group(1)}.{name.strip().lstrip('-')}" for name in required.split(":", 1)[1].split(","))
+        owner = re.search(r"class_path='([\w.]+)'", raw)
+        of = f" by {owner.group(1).rsplit('.', 1)[-1]}" if owner else ""
+        return f"{flags} is required{of}: pass {flags} VALUE."
+    if key:
+        detail = " ".join(lines[1:]).rstrip(".")
+        return f"invalid value for --{key.group(1)}: {detail}; see `lightning-local fit --help`."
+    text = " ".join(lines)
+    return text[:400] + (" ..." if len(text) > 400 else "")
+
+
+class OneLineArgumentParser(LightningArgumentParser):
+    """LightningArgumentParser whose parse errors become one line, not a usage dump."""
+
+    def error(self, message: str, ex: Optional[Exception] = None) -> NoReturn:
+        raise CommandLineError(_one_line(message)) from ex
+
+
+class LineSafeProgressBar(TQDMProgressBar):
+    """TQDM progress bar that ends its line when a run stops with an error (so the error has its own line)."""
+
+    def on_exception(self, trainer: Trainer, pl_module: Any, exception: BaseException) -> None:
+        for bar in (self._train_progress_bar, self._val_progress_bar, self._test_progress_bar, self._predict_progress_bar):
+            if bar is not None and not bar.disable:
+                bar.close()
+
+
+def _is_ddp_child() -> bool:
+    return os.environ.get("LOCAL_RANK", "0") != "0" and RUN_VERSION_ENV in os.environ
+
+
+def _names(group: str) -> str:
+    return ", ".join(sorted(available(group)))
+
+
+def _plain(value: Any) -> Any:
+    """Namespaces, tuples and dicts as plain lists/dicts, for comparing config values with saved ones."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_checkpoint(path: str) -> dict:
+    """Read a Lightning checkpoint safely (tensors and plain types only), or raise :class:`CheckpointError`."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: pass the path of a .ckpt file written by `lightning-local fit`.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, empty, random or unsafe files raise many different types
+        reason = re.split(r"(?<=\.) ", str(err).strip().splitlines()[0])[0][:120] if str(err).strip() else ""
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({': '.join(filter(None, (type(err).__name__, reason)))}): it is "
+            "truncated, empty or not a checkpoint written by `lightning-local fit`."
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"checkpoint {path} holds no model weights (no state_dict): pass a checkpoint written by `lightning-local fit`.")
+    return checkpoint
+
+
 class LightningLocalCLI(LightningCLI):
-    """LightningCLI with a top-level ``--learner``, linked data sizes and a checkpoint group."""
+    """LightningCLI with a top-level ``--learner``, linked data sizes, checkpoints, run folders and divergence stop.
+
+    On top of LightningCLI: ``fit`` reserves a fresh ``version_N`` folder atomically
+    (:func:`~lightning_local.runs.reserve_version`); ``--ckpt_path last`` resumes the
+    newest run in its own folder; a checkpoint is checked against explicit model flags
+    and the data before use; ``validate``/``test``/``predict`` require ``--ckpt_path``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._argv = kwargs.get("args")
+        self.run_dir: Optional[Path] = None
+        self._reserved = False
+        self._checkpoint: Optional[dict] = None
+        try:
+            super().__init__(*args, **kwargs)
+        except BaseException:
+            if self._reserved and self.run_dir is not None:
+                discard_if_empty(self.run_dir)
+            raise
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        kwargs.setdefault("description", DESCRIPTION)
+        return super().init_parser(**kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_subclass_arguments(Learner, "learner", required=False, default={"class_path": DEFAULT_LEARNER})
+        parser.add_subclass_arguments(
+            Learner, "learner", required=False, default={"class_path": DEFAULT_LEARNER},
+            help=f"Learning rule: a short name ({_names(LEARNER_GROUP)}) or a class path; its options follow as "
+                 "--learner.OPTION VALUE.",
+        )
         parser.link_arguments("learner", "model.learner", apply_on="instantiate")
         parser.link_arguments("data.num_inputs", "model.num_inputs", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(Checkpoint, "checkpoint")
+        parser.add_lightning_class_args(DivergenceStop, "divergence")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val_acc",
                 "checkpoint.mode": "max",
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-{epoch}-{val_acc:.4f}",
-                "data": {"class_path": DEFAULT_DATA},
+                "data": None,  # set by prepare_argv, see there
             }
         )
         parser.add_argument(
@@ -92,6 +270,158 @@ class LightningLocalCLI(LightningCLI):
             help="After `fit`, evaluate the best checkpoint on the test split and print the metrics.",
         )
 
+    # ------------------------------------------------------------------ checkpoints
+    def _logger_args(self) -> Optional[Namespace]:
+        """init_args of a logger that writes into ``save_dir/name/version_N`` (CSV, TensorBoard), else None."""
+        logger = self.config[self.config.subcommand]["trainer"].get("logger")
+        init = logger.get("init_args") if isinstance(logger, Namespace) else None
+        if init is None or "save_dir" not in init or "version" not in init:
+            return None
+        return init
+
+    def _versions_root(self) -> Optional[Path]:
+        init = self._logger_args()
+        return None if init is None else Path(init.save_dir) / (init.get("name") or "")
+
+    def _explicit(self) -> Namespace:
+        """What the user set (command line and config files), without defaults."""
+        argv = self._argv if self._argv is not None else sys.argv[1:]
+        explicit = self.parser.parse_args(argv, defaults=False)
+        return explicit.get(self.config.subcommand) or Namespace()
+
+    def _parse_ckpt_path(self) -> None:
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        path = config.get("ckpt_path")
+        if path is None:
+            if subcommand != "fit":
+                raise CheckpointError(
+                    f"`{subcommand}` needs a trained model: pass --ckpt_path PATH (a .ckpt file, e.g. "
+                    "runs/lightning_logs/version_0/checkpoints/last.ckpt, or `last` for the newest run's last.ckpt)."
+                )
+            return
+        if path == "last":
+            root = self._versions_root()
+            folder = latest_resumable(root) if root is not None else None
+            if folder is None:
+                raise RunFolderError(
+                    f"--ckpt_path last: no run under {root} has {LAST_CHECKPOINT}: start a new run without "
+                    "--ckpt_path, or pass the path of a .ckpt file."
+                )
+            path = config["ckpt_path"] = str(folder / LAST_CHECKPOINT)
+        self._checkpoint = load_checkpoint(path)
+        if subcommand != "fit":  # evaluation does not continue the checkpoint's callbacks; their folder is irrelevant
+            warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+        self._check_explicit_flags(path, self._checkpoint.get("hyper_parameters") or {})
+        super()._parse_ckpt_path()
+
+    def _check_explicit_flags(self, path: str, hparams: dict) -> None:
+        """Explicit ``--model.*``/``--learner`` values must agree with the checkpoint (which would override them)."""
+        explicit = self._explicit()
+        given = _plain(explicit.get("model") or {})
+        conflicts = [
+            f"--model.{key} {_plain(value)!r} but it was trained with {_plain(hparams[key])!r}"
+            for key, value in given.items()
+            if key in hparams and _plain(value) != _plain(hparams[key])
+        ]
+        saved_learner = hparams.get("learner")
+        learner = explicit.get("learner")
+        if isinstance(saved_learner, dict) and learner is not None:
+            wanted = learner.get("class_path") if isinstance(learner, Namespace) else learner
+            if wanted and wanted != saved_learner.get("class_path"):
+                conflicts.append(f"--learner {wanted} but it was trained with {saved_learner.get('class_path')}")
+        if conflicts:
+            raise CheckpointError(
+                f"the command line contradicts checkpoint {path}: {'; '.join(conflicts)}: drop those flags or pass a "
+                "checkpoint trained with them."
+            )
+        if isinstance(saved_learner, dict) and learner is None:
+            # the top-level --learner (default bptt) would otherwise replace the checkpoint's rule
+            self.config[self.config.subcommand]["learner"] = Namespace(
+                class_path=saved_learner["class_path"], init_args=Namespace(**saved_learner.get("init_args", {}))
+            )
+
+    def _check_checkpoint_fits(self) -> None:
+        """Stop with one line if the checkpoint's weights do not fit the model built for this data."""
+        if self._checkpoint is None:
+            return
+        path = self.config[self.subcommand]["ckpt_path"]
+        hparams = self._checkpoint.get("hyper_parameters") or {}
+        for key, flag in (("num_inputs", "inputs per time step"), ("num_classes", "classes")):
+            saved, here = hparams.get(key), getattr(self.datamodule, key, None)
+            if saved is not None and here is not None and saved != here:
+                raise CheckpointError(
+                    f"checkpoint {path} was trained with {saved} {flag}, but this data gives {here}: use the data "
+                    "settings it was trained with (dataset, --data.downsample)."
+                )
+        saved_state, own = self._checkpoint["state_dict"], self.model.state_dict()
+        for key, value in saved_state.items():
+            if key in own and tuple(value.shape) != tuple(own[key].shape):
+                raise CheckpointError(
+                    f"checkpoint {path} does not fit this model: {key} is {list(value.shape)} there and "
+                    f"{list(own[key].shape)} here: use the model and data settings it was trained with."
+                )
+        missing = sorted(set(own) - set(saved_state))
+        unexpected = sorted(set(saved_state) - set(own))
+        if missing or unexpected:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}): "
+                "use the model settings and learner it was trained with."
+            )
+
+    # ------------------------------------------------------------------ run folders
+    def before_instantiate_classes(self) -> None:
+        init = self._logger_args()
+        config = self.config[self.subcommand]
+        if init is None or config["trainer"].get("fast_dev_run"):
+            return
+        root = Path(init.save_dir) / (init.get("name") or "")
+        if _is_ddp_child():
+            init.version = init.version if init.version is not None else int(os.environ[RUN_VERSION_ENV])
+            return
+        resumed = run_folder_of(config["ckpt_path"], root) if self.subcommand == "fit" and config.get("ckpt_path") else None
+        if init.version is None and resumed is not None:
+            init.version = version_of(resumed)  # resume in place: same folder, same logger version
+        if init.version is None:
+            init.version, self.run_dir = reserve_version(root)
+            self._reserved = True
+        else:
+            self.run_dir = root / (init.version if isinstance(init.version, str) else f"version_{init.version}")
+        checkpoint = config.get("ckpt_path") if self.subcommand == "fit" else None
+        if checkpoint and Path(checkpoint).resolve().parent == (self.run_dir / "checkpoints").resolve():
+            trim_metrics(self.run_dir, int(self._checkpoint.get("epoch", -1)))
+            # resuming in place writes into the run's own, non-empty checkpoints/ folder on purpose
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        if isinstance(init.version, int):
+            os.environ[RUN_VERSION_ENV] = str(init.version)
+
+    def _check_data(self) -> None:
+        """Find, generate and check the data now, so a bad file stops the run before anything else starts.
+
+        DDP processes launched by rank 0 skip this (rank 0 did it; their own ``setup``
+        finds the verdicts cached).
+        """
+        if isinstance(self.datamodule, EventDataModule) and not _is_ddp_child():
+            self.datamodule.prepare_data()
+            self.datamodule.setup(self.subcommand)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        # Checked before the Trainer exists, so a user error is the only thing printed.
+        self._check_checkpoint_fits()
+        self._check_data()
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        callbacks = trainer_config.get("callbacks") or []
+        if trainer_config.get("enable_progress_bar", True) is not False and not any(
+            isinstance(c, ProgressBar) for c in callbacks
+        ):
+            kwargs.setdefault("callbacks", [*callbacks, LineSafeProgressBar()])
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as err:
+            raise TrainerArgumentError(f"invalid trainer arguments: {str(err).splitlines()[0]}") from None
+
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", False) or self.trainer.fast_dev_run:
             return
@@ -99,36 +429,98 @@ class LightningLocalCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
+class _AboveProgressBars(logging.StreamHandler):
+    """Log handler that writes through ``tqdm.write``, so messages never land on a progress bar's line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # logging must never raise
+            self.handleError(record)
+
+
+_QUIET_LOGS = False
+
+
+def quiet_library_messages() -> None:
+    """Silence library lines that say nothing about this run, and keep the others off progress-bar lines."""
+    # Warning filters are set on every call: pytest and warnings.catch_warnings() reset them.
+    # Lightning's own pytree helper trips torch's LeafSpec deprecation; nothing for users to change.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    # The CSV gets epoch means only, so the step-logging interval does not matter for short epochs.
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
+    # main(args) is called from Python on purpose (tests, scripts) while sys.argv holds the caller's own arguments.
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
+    global _QUIET_LOGS
+    if _QUIET_LOGS:
+        return
+    _QUIET_LOGS = True
+    lightning_log = logging.getLogger("lightning.pytorch")
+    for handler in list(lightning_log.handlers):
+        if type(handler) is logging.StreamHandler:
+            replacement = _AboveProgressBars(handler.stream)
+            replacement.setLevel(handler.level)
+            replacement.setFormatter(handler.formatter)
+            lightning_log.removeHandler(handler)
+            lightning_log.addHandler(replacement)
+    # Lightning advertises its cloud logger on every run; the seed is in the run's config.yaml.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage()
+    )
+    logging.getLogger("lightning.fabric.utilities.seed").addFilter(lambda record: "Seed set to" not in record.getMessage())
+
+
 def build_cli(args: Optional[Sequence[str]] = None) -> LightningLocalCLI:
     """Parse ``args`` (default: ``sys.argv[1:]``) and run the subcommand; returns the CLI object."""
+    quiet_library_messages()
     if args is None:
         # Rewrite sys.argv itself: DDP re-launches workers from it, and LightningCLI
         # warns when given both ``args`` and command-line arguments.
-        sys.argv[1:] = expand_short_names(sys.argv[1:])
+        sys.argv[1:] = prepare_argv(sys.argv[1:])
         argv = None
     else:
-        argv = expand_short_names(list(args))
+        argv = prepare_argv(list(args))
     return LightningLocalCLI(
         SpikingClassifier,
-        EventDataModule,
+        SpikingDataModule,
         subclass_mode_data=True,
         seed_everything_default=0,
         args=argv,
+        parser_class=OneLineArgumentParser,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={
             "max_epochs": 5,
-            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+            "logger": {"class_path": "lightning_local.runs.RunLogger", "init_args": {"save_dir": "runs"}},
         },
     )
 
 
 def main(args: Optional[Sequence[str]] = None) -> None:
     """Entry point of the ``lightning-local`` console script (exit 2 with one line on bad input)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] == ["benchmark"]:  # a grid of runs, not a LightningCLI subcommand
+        from .benchmark import main as benchmark
+
+        benchmark(argv[1:])
     try:
         build_cli(args)
-    except USER_ERRORS as error:
-        print(f"lightning-local: error: {error}", file=sys.stderr)
+    except Exception as error:
+        user_error = _user_error(error)
+        if user_error is None:
+            raise
+        print(f"lightning-local: error: {user_error}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _user_error(error: BaseException) -> Optional[BaseException]:
+    """The outermost user error in ``error``'s chain (jsonargparse wraps errors raised while instantiating)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, USER_ERRORS):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

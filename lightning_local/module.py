@@ -7,12 +7,14 @@ from typing import Optional, Sequence, Union
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from .learners import Learner, build_learner
 from .models import Architecture, SpikingNetwork, per_step_cross_entropy
-from .models.network import DEFAULT_OUTPUT_INIT_GAIN
+from .models.network import DEFAULT_OUTPUT_INIT_GAIN, IGNORE_INDEX
 from .neurons import LIFParameters
+from .neurons.backends import check_backend
 from .neurons.lif import decay_from_time_constant
 
 
@@ -70,6 +72,8 @@ class SpikingClassifier(pl.LightningModule):
         surrogate_scale: its steepness.
         lr: Adam learning rate (``--optimizer`` on the CLI overrides the optimizer).
         weight_decay: Adam weight decay.
+        backend: LIF scan implementation: ``auto`` (Triton on CUDA if installed, else ``scan``),
+            ``scan``, ``triton``, ``triton_step``, ``triton_persistent`` or ``reference``.
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class SpikingClassifier(pl.LightningModule):
         surrogate_scale: float = 25.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         check_model_arguments(num_inputs, num_classes, hidden_sizes, lr, weight_decay, recurrent_init_gain)
@@ -106,6 +111,7 @@ class SpikingClassifier(pl.LightningModule):
                 surrogate=surrogate,
                 surrogate_scale=surrogate_scale,
             )
+            check_backend(backend)
         except ValueError as error:
             raise InvalidInputError(f"{error} Fix the --model flag or the config.") from None
         self.network = SpikingNetwork(
@@ -117,12 +123,17 @@ class SpikingClassifier(pl.LightningModule):
             recurrent_init_gain=recurrent_init_gain,
             output_init_gain=output_init_gain,
             hidden_init_gain=hidden_init_gain,
+            backend=backend,
         )
         self.learner.attach(self.network)
         self.automatic_optimization = not self.learner.manual_optimization
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        # Micro accuracy over samples ([B] labels) or targeted frames ([B, T] labels, -100 skipped).
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE_INDEX)
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE_INDEX)
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE_INDEX)
+        # Sample-weighted means that sum over DDP processes: exact with unequal shards.
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
 
     # ------------------------------------------------------------------ checks
     def check_frames(self, frames: Tensor) -> None:
@@ -146,7 +157,9 @@ class SpikingClassifier(pl.LightningModule):
         self.check_frames(frames)
         step = self.learner.training_step(self, frames, labels)
         self.train_acc(step.logits, labels)
-        self.log("train_loss", step.loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=labels.shape[0])
+        # `loss`: per step, progress bar and divergence check only; the CSV gets epoch means.
+        self.log("loss", step.loss, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+        self.log("train_loss", step.loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=labels.shape[0])
         self.log("train_acc", self.train_acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=labels.shape[0])
         return step.objective
 
@@ -155,10 +168,11 @@ class SpikingClassifier(pl.LightningModule):
         self.check_frames(frames)
         output = self.learner.evaluate(self, frames)
         loss = per_step_cross_entropy(output.output_membrane, labels)
-        metric = self.val_acc if stage == "val" else self.test_acc
-        metric(output.logits, labels)
+        metric, mean_loss = (self.val_acc, self.val_loss) if stage == "val" else (self.test_acc, self.test_loss)
+        metric(output.scores_for(labels), labels)
+        mean_loss(loss, weight=labels.shape[0] if labels.dim() == 1 else (labels != IGNORE_INDEX).sum())
         self.learner.on_evaluation_batch(self, frames, labels, output, stage)
-        self.log(f"{stage}_loss", loss, prog_bar=True, sync_dist=True, batch_size=labels.shape[0])
+        self.log(f"{stage}_loss", mean_loss, prog_bar=True, batch_size=labels.shape[0])
         self.log(f"{stage}_acc", metric, prog_bar=True, batch_size=labels.shape[0])
         return loss
 

@@ -57,39 +57,42 @@ class Decolle(Learner):
     exactly, and never across an online update). The readouts ``G_l`` are fixed
     random matrices, never trained; the logged ``train_loss`` is the task loss ``E``.
 
-    **When to apply** (``online``):
+    **When to apply** (``online``, ``update_every``):
 
-    * ``False`` (default): accumulate ``Delta W`` over the whole sequence and
-      return it as :func:`~lightning_local.learners.update_objective` - one
-      optimizer step per batch. Default because every rule is then compared on an
-      identical objective and optimizer schedule (one Adam step per batch on the
-      per-step CE), the update is deterministic, and DDP averages it across ranks
-      through its usual gradient all-reduce; Lightning's gradient clipping,
-      accumulation and LR schedulers apply unchanged.
-    * ``True``: manual optimization; the optimizer steps every ``update_every``
-      time steps (and once more at the end for a remainder), within the
-      sequence, on the updates accumulated since the previous step, as in the
-      paper's continual learning. Traces and neuron states are *not* reset
-      between these steps. Under DDP the updates are averaged across ranks with
-      ``torch.distributed.all_reduce`` before every step (ranks must then see
-      sequences of equal length). Lightning's automatic gradient clipping,
-      accumulation and LR-scheduler stepping are not available in this mode.
-      The logged loss is the task loss of the sequence as it was simulated (with
-      the weights changing along it). Note that Lightning counts optimizer steps
-      as ``global_step``, so ``max_steps`` counts within-sequence updates here.
-      Within-sequence updates are a *different* optimizer schedule (many small
-      Adam steps), not just a different timing of the same update.
+    * ``True`` (default; the paper's DECOLLE is online): manual optimization; the
+      optimizer steps every ``update_every`` time steps (default 1: every step;
+      once more at the end for a remainder), within the sequence, on the updates
+      accumulated since the previous step. Traces and neuron states are *not*
+      reset between these steps, and the first layer's 32-step blocks never cross
+      an update. Deterministic (no sampling; the same sequence of steps on every
+      run) and DDP-correct: before every step the updates are averaged across
+      ranks with ``torch.distributed.all_reduce``; as each rank's error is scaled
+      by its own ``1/(T B_rank)``, the average equals the update of the global
+      batch, so 2 ranks end with the weights of one process on the global batch
+      (ranks must see sequences of equal length). Lightning's automatic gradient
+      clipping, accumulation and LR-scheduler stepping are not available in this
+      mode. The logged loss is the task loss of the sequence as it was simulated
+      (with the weights changing along it). Lightning counts optimizer steps as
+      ``global_step``, so ``max_steps`` counts within-sequence updates here.
+    * ``False``: accumulate ``Delta W`` over the whole sequence and return it as
+      :func:`~lightning_local.learners.update_objective` - one optimizer step per
+      batch, the same schedule as the autograd rules; Lightning's gradient
+      clipping, accumulation and LR schedulers apply, and DDP averages it through
+      its usual gradient all-reduce. Within-sequence updates are a *different*
+      optimizer schedule (``T / update_every`` Adam steps per batch, each on a
+      ``update_every``-step slice of the loss), not just a different timing of
+      the same update.
 
     Args:
         readout: ``"spikes"`` or ``"membrane"`` local readout of hidden layers.
-        online: step the optimizer within the sequence (manual optimization).
+        online: step the optimizer within the sequence (manual optimization; default).
         update_every: time steps between optimizer steps when ``online`` (ignored otherwise).
         seed: seed of the random readouts.
     """
 
     name = "decolle"
 
-    def __init__(self, readout: Readout = "spikes", online: bool = False, update_every: int = 1, seed: int = 0) -> None:
+    def __init__(self, readout: Readout = "spikes", online: bool = True, update_every: int = 1, seed: int = 0) -> None:
         super().__init__()
         if readout not in ("spikes", "membrane"):
             raise ValueError(f"Unknown DECOLLE readout {readout!r}: use 'spikes' or 'membrane'.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Optional
 
 import torch
 from torch import Tensor
@@ -14,7 +14,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from lightning_local.models import SpikingNetwork
     from lightning_local.module import SpikingClassifier
 
-Feedback = Literal["symmetric", "random"]
+Feedback = Literal["symmetric", "random", "chained"]
+FEEDBACK_MODES = ("symmetric", "random", "chained")
 
 
 class EProp(Learner):
@@ -52,33 +53,53 @@ class EProp(Learner):
     update ``sum_t (delta^t)^T z2_out^t`` is the *exact* gradient of ``E`` with
     respect to ``W_out`` (identical to BPTT's).
 
-    **Learning signal of hidden layers** (``feedback``):
+    **Learning signal of hidden layers** (``feedback``). The paper (eq. 4) routes the
+    per-step output error *directly* to every hidden layer, ``L_l^t = delta^t g_l``
+    with a matrix ``g_l in R^{C x n_l}`` fixed during the sequence, and says e-prop "employs symmetric weights in
+    the process of direct propagation":
 
-    * ``"symmetric"`` (the paper's choice; default): only the *same-time-step
-      spatial* path from ``s_l^t`` to ``u_out^t`` is kept, through the transposed
-      forward weights. For the last hidden layer ``L^t = delta^t W_out``; for a
-      lower layer ``L_l^t = (L_{l+1}^t * psi_{l+1}^t) W_{l+1}`` - i.e. through the
-      layers above at the same step *including their pseudo-derivatives*. This is
-      exactly ``dE_t/ds_l^t`` with every temporal chain of the layers above cut
-      (and the recurrent ``V s^t -> iota^{t+1}`` path cut), which is what the tests
-      check against autograd. (For a single hidden layer it is Bellec's
-      ``B = W_out^T``.)
-    * ``"random"``: ``L_l^t = delta^t B_l^T`` with a fixed random
+    * ``"symmetric"`` (default; direct): ``g_l`` is the product of the forward weights
+      above layer ``l``, ``g_l = W_L W_{L-1} ... W_{l+1}`` (``W_L = W_out``), read at
+      the start of the batch. For the last hidden layer this is Bellec et al.'s
+      symmetric e-prop, ``L^t = delta^t W_out``. For a lower layer (e.g. the first
+      of N-MNIST's two) it is the same-step spatial path to the output with the
+      intermediate layers *linearised* - their pseudo-derivatives replaced by 1.
+      Why this choice: a direct route needs one ``C x n_l`` matrix per layer, and
+      the product of the transposed forward weights is the only such matrix that
+      is "symmetric" to the forward path; it does not depend on the activity of
+      the layers in between, so (like DFA's ``B_l``) every layer's signal is a
+      fixed linear map of ``delta^t``; and it is the ``"chained"`` signal below with the
+      intermediate ``psi`` set to 1 (the fast-sigmoid's peak), so it points along the exact
+      same-step gradient when those are uniform. What it gives up: the gating of
+      the signal by the intermediate layers' ``psi`` (which ``"chained"`` keeps).
+    * ``"random"`` (direct): ``g_l = B_l^T`` with a fixed random
       ``B_l in R^{n_l x C}`` per hidden layer, drawn ``U(-1/sqrt(n_l), 1/sqrt(n_l))``
       from ``seed + l`` and registered as buffer ``feedback_{l}`` (checkpointed,
       moved with the module, identical on all DDP ranks and broadcast by DDP).
+    * ``"chained"`` (not direct): the same-time-step spatial path chained layer by
+      layer *through the pseudo-derivatives* of the layers above: for the last
+      hidden layer ``L^t = delta^t W_out``, for a lower layer
+      ``L_l^t = (L_{l+1}^t * psi_{l+1}^t) W_{l+1}``. This is exactly ``dE_t/ds_l^t``
+      with every temporal chain of the layers above cut (and the recurrent
+      ``V s^t -> iota^{t+1}`` path cut). With one hidden layer it equals ``"symmetric"``.
+
+    Each mode's updates equal an autograd reference with explicit stop-gradients
+    (``tests/learners``).
 
     **What e-prop leaves out** relative to BPTT: errors that reach ``s_l^t``
     through any *later* time step (the temporal chains of the layers above and,
     in REC, the recurrent path ``s_l^t -> V_l -> iota_l^{t+1}``), and, in REC, the
     dependence of the presynaptic ``s_l^{t-1}`` on the layer's own weights.
-    The layer's own synaptic/membrane chain and the same-step spatial path are exact.
+    The layer's own synaptic/membrane chain is exact; the same-step spatial path
+    is exact with ``"chained"`` and linearised (``"symmetric"``) or replaced by a
+    random matrix (``"random"``) otherwise.
 
     The update is returned as :func:`~lightning_local.learners.update_objective`,
     so Lightning's optimizer applies it and DDP all-reduces (averages) it.
 
     Args:
-        feedback: ``"symmetric"`` or ``"random"`` learning-signal routing (see above).
+        feedback: ``"symmetric"`` (direct, product of forward weights), ``"random"`` (direct,
+            fixed random ``B_l``) or ``"chained"`` (same-step path through the layers above).
         seed: seed of the random feedback matrices (used only with ``"random"``).
     """
 
@@ -86,8 +107,8 @@ class EProp(Learner):
 
     def __init__(self, feedback: Feedback = "symmetric", seed: int = 0) -> None:
         super().__init__()
-        if feedback not in ("symmetric", "random"):
-            raise ValueError(f"Unknown e-prop feedback {feedback!r}: use 'symmetric' or 'random'.")
+        if feedback not in FEEDBACK_MODES:
+            raise ValueError(f"Unknown e-prop feedback {feedback!r}: use one of {', '.join(FEEDBACK_MODES)}.")
         self.feedback = feedback
         self.seed = seed
         self.num_hidden = 0
@@ -105,6 +126,18 @@ class EProp(Learner):
         """The random feedback ``B_l`` ``[n_l, classes]`` of hidden layer ``l``."""
         return getattr(self, f"feedback_{l}")
 
+    def direct_feedback(self, network: "SpikingNetwork") -> Optional[list[Tensor]]:
+        """``g_l`` ``[classes, n_l]`` of every hidden layer for the direct modes (``None`` for ``"chained"``)."""
+        hidden = len(network.layers) - 1
+        if self.feedback == "random":
+            return [self.feedback_matrix(l).t() for l in range(hidden)]
+        if self.feedback == "chained":
+            return None
+        g = [network.layers[-1].weight]  # g_{L-1} = W_out
+        for l in range(hidden - 1, 0, -1):
+            g.insert(0, g[0] @ network.layers[l].weight)  # g_{l-1} = g_l W_l
+        return g
+
     @torch.no_grad()
     def compute_updates(self, network: "SpikingNetwork", frames: Tensor, labels: Tensor):
         """Simulate the batch forward in time and return ``(loss, logits, [(param, update), ...])``."""
@@ -117,7 +150,7 @@ class EProp(Learner):
         readout = TaskReadout(labels, layers[-1].out_features, steps, frames)
         d_w = [torch.zeros_like(layer.weight) for layer in layers]
         d_v = [torch.zeros_like(layer.recurrent_weight) if layer.recurrent_weight is not None else None for layer in layers]
-        feedback = [self.feedback_matrix(l).t() for l in range(len(layers) - 1)] if self.feedback == "random" else None
+        direct = self.direct_feedback(network)  # fixed for the batch: the weights change only after it
         first_errors = sim.first_errors
         for start, stop in blocks(steps, BLOCK_STEPS):
             sim.begin_block(x_seq[start:stop])  # W_0 is fixed during the batch
@@ -125,9 +158,9 @@ class EProp(Learner):
                 for i in range(stop - start):
                     sim.step(i)
                     delta = readout.step(sim, d_w[-1])
-                    error = delta  # dE/du of the layer above (symmetric routing)
+                    error = delta  # dE/du of the layer above ("chained" routing)
                     for l in range(len(layers) - 2, -1, -1):
-                        signal = error @ weights[l + 1] if feedback is None else delta @ feedback[l]
+                        signal = error @ weights[l + 1] if direct is None else delta @ direct[l]
                         error = signal.mul_(pseudo(sim.mem[l]))
                         if l == 0:
                             first_errors[i] = error  # accumulated exactly, per block, by end_block

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+# Triton reads TRITON_INTERPRET when @triton.jit decorates a kernel, i.e. at the first import of
+# lightning_local.neurons.triton_lif, which any test may trigger: set it before any test module
+# is collected, so the kernels run in Triton's CPU interpreter wherever there is no GPU.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 # Helper modules for tests (callbacks, scripts) are importable as `support.*`.
 sys.path.insert(0, str(REPO / "tests"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Keep the tests' caches (generated datasets, file-check verdicts) out of the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LIGHTNING_LOCAL_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -1,43 +1,59 @@
-"""FGSM inputs for a spiking network, computed on a differentiable stand-in (torchattacks).
+"""FGSM inputs for a spiking network, crafted on a differentiable stand-in (torchattacks).
 
-**ANN counterpart (documented choice).** :class:`SurrogateANN` is the trained
-SNN with the *same weights and the same recursion* (eq. 1: synaptic current
-decaying with ``alpha``, membrane leaking with ``beta``, recurrent weights
-``V`` on REC hidden layers, subtractive reset by ``V_th`` detached from the
-gradient like in the SNN) in which the Heaviside spike ``H(u - V_th)`` is
-replaced by the smooth rate ``sigmoid(slope * (u - V_th))``. It reads out the
-time-averaged output membrane, like the SNN's ``logits``. As ``slope`` grows it
-converges to the SNN (same spikes and logits); a moderate slope (default 5)
-gives informative input gradients everywhere. The attack is a *transfer*
-attack: the perturbation is computed on the surrogate and applied to the SNN.
+**The paper's attack (default, ``attack_model="ann"``).** Table IV crafts the
+perturbation on the *ANN counterpart* and applies it to the SNN. The counterpart
+is :class:`~lightning_local.models.ann.ANNCounterpart`: the SNN's own weights
+``W_l`` with ReLU units on the time-averaged input ``a_0 = mean_t x^t`` (the ANN
+that ANN->SNN conversion trains; one definition, shared). It has no counterpart
+for the recurrent weights ``V`` of a REC net, so a REC net is attacked through
+its feed-forward weights only.
+
+*From the time-averaged input to the frames.* The attack is run on the model
+``frames -> ANN(mean_t frames)``, so torchattacks differentiates through the
+mean: ``dL/dx^t = (1/T) dL/da_0`` for every step ``t``. The sign of the gradient
+is therefore the same at every step, ``sign(dL/da_0)``, and FGSM moves every
+frame by the same ``eps * sign(dL/da_0)`` before clamping to ``[0, 1]``. On
+binary frames the clamp keeps only the moves that stay in range (a pixel that
+is on can only go down, one that is off only up), so the *mean* input moves by
+``eps * sign(g) * (share of steps that could move)``, at most ``eps`` per pixel;
+the frames themselves move by exactly ``eps`` wherever they move (L-inf ``eps``).
+
+**Other attack models.** ``"smoothed_snn"`` (:class:`SmoothedSNN`) is the
+trained SNN with the *same weights and the same recursion* (eq. 1, ``V``
+included, reset detached) in which the Heaviside spike ``H(u - V_th)`` is
+replaced by ``sigmoid(slope * (u - V_th))``; it reads out the time-averaged
+output membrane like the SNN's ``logits`` and converges to the SNN as ``slope``
+grows. ``"snn"`` (:class:`SNNLogits`) attacks the SNN itself (white-box,
+surrogate-gradient BPTT through the spikes).
 
 **Input scaling.** Frames are binary event indicators, already in ``[0, 1]``,
 so they are attacked as they are (no rescaling). torchattacks' FGSM returns
-``clamp(x + eps * sign(grad), 0, 1)``: a pixel that is on can only be lowered,
-one that is off only raised, and every changed entry moves by exactly ``eps``
-(L-inf norm ``eps``; entries whose gradient is zero or points out of ``[0, 1]``
-stay). The perturbed, real-valued frames are fed to the SNN unchanged (its
-first layer computes ``W x``, which accepts real inputs).
-
-:class:`SNNLogits` instead exposes the SNN itself (surrogate-gradient BPTT
-through the spikes) for a white-box attack.
+``clamp(x + eps * sign(grad), 0, 1)``; entries whose gradient is zero or points
+out of ``[0, 1]`` stay. The perturbed, real-valued frames are fed to the SNN
+unchanged (its first layer computes ``W x``, which accepts real inputs).
+Real-valued input that is not inside ``[0, 1]`` (speech: MFCC features normalised
+to zero mean and unit variance) has no such range: clamping would destroy it, so it
+gets the same step ``x + eps * sign(grad)`` without the clamp (``eps`` is then in
+units of the features' training standard deviation).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torchattacks
 from torch import Tensor, nn
 
 from ..models import SpikingNetwork
+from ..models.ann import ANNCounterpart
 
-AttackModel = Literal["ann", "snn"]
+AttackModel = Literal["ann", "smoothed_snn", "snn"]
+ATTACK_MODELS: tuple[str, ...] = get_args(AttackModel)
 
 
-class SurrogateANN(nn.Module):
-    """Differentiable rate counterpart of a :class:`SpikingNetwork` (shares its parameters).
+class SmoothedSNN(nn.Module):
+    """The SNN's recursion with a sigmoid in place of the spike (shares its parameters).
 
     Args:
         network: the trained SNN; its weights are used, not copied.
@@ -92,17 +108,27 @@ class SNNLogits(nn.Module):
         return self.network(frames).logits
 
 
+def check_attack_model(kind: str) -> None:
+    """Reject an unknown attack model name with the list of valid ones."""
+    if kind not in ATTACK_MODELS:
+        raise ValueError(
+            f"Unknown attack model {kind!r}: use 'ann' (the paper's ReLU ANN counterpart), "
+            "'smoothed_snn' (the SNN with sigmoid spikes) or 'snn' (white-box)."
+        )
+
+
 def attack_model(network: SpikingNetwork, kind: AttackModel = "ann", slope: float = 5.0) -> nn.Module:
-    """The differentiable model FGSM is computed on: the surrogate ANN or the SNN itself."""
+    """The differentiable model FGSM is computed on (see the module docstring)."""
+    check_attack_model(kind)
     if kind == "ann":
-        return SurrogateANN(network, slope)
-    if kind == "snn":
-        return SNNLogits(network)
-    raise ValueError(f"Unknown attack model {kind!r}: use 'ann' (surrogate) or 'snn' (white-box).")
+        return ANNCounterpart(network)
+    if kind == "smoothed_snn":
+        return SmoothedSNN(network, slope)
+    return SNNLogits(network)
 
 
 def fgsm(model: nn.Module, frames: Tensor, labels: Tensor, epsilon: float) -> Tensor:
-    """``torchattacks.FGSM`` of ``frames`` (in ``[0, 1]``) against ``model``; returns the perturbed frames.
+    """``torchattacks.FGSM`` of ``frames`` against ``model`` (unclamped outside ``[0, 1]``); returns the perturbed frames.
 
     Needs gradients: call with ``torch.enable_grad()`` and outside inference
     mode, on ordinary (non-inference) tensors. ``model``'s train/eval flags and
@@ -113,7 +139,12 @@ def fgsm(model: nn.Module, frames: Tensor, labels: Tensor, epsilon: float) -> Te
     modes = [(m, m.training) for m in model.modules()]
     try:
         model.eval()  # torchattacks restores the *wrapper's* mode afterwards; evaluate in eval mode
-        return torchattacks.FGSM(model, eps=epsilon)(frames, labels)
+        if frames.min() >= 0 and frames.max() <= 1:
+            return torchattacks.FGSM(model, eps=epsilon)(frames, labels)
+        # Unbounded features (see the module docstring): torchattacks' step without its [0, 1] clamp.
+        inputs = frames.detach().clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(nn.functional.cross_entropy(model(inputs), labels), inputs)
+        return (inputs + epsilon * grad.sign()).detach()
     finally:
         for module, training in modes:
             module.training = training

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..module import SpikingClassifier
-from .adversarial import AttackModel, attack_model, fgsm
+from .adversarial import AttackModel, attack_model, check_attack_model, fgsm
 from .base import EvaluationAnalysis
 from .cka import MIN_BATCH, MinibatchCKA
 from .fgsm_transfer import DEFAULT_EPSILONS
@@ -41,8 +41,8 @@ class AdversarialCKA(EvaluationAnalysis):
 
     Representations are the layers' spike trains concatenated over time (as in
     :class:`~lightning_local.analysis.CKAComparison`); FGSM inputs come from the
-    same attack as :class:`~lightning_local.analysis.FGSMTransfer` (ANN surrogate
-    by default). CKA near 1 means the perturbation leaves the layer's
+    same attack as :class:`~lightning_local.analysis.FGSMTransfer` (the ReLU ANN
+    counterpart by default). CKA near 1 means the perturbation leaves the layer's
     representation unchanged.
 
     Writes ``adversarial_cka_<stage>.csv`` (epsilon, layer, cka) and a line plot;
@@ -52,8 +52,9 @@ class AdversarialCKA(EvaluationAnalysis):
     Args:
         epsilons: FGSM L-inf sizes.
         num_samples: number of evaluation examples (None: all); batches under 4 examples are skipped.
-        attack_model: ``"ann"`` (surrogate) or ``"snn"`` (white-box).
-        slope: sigmoid slope of the surrogate ANN.
+        attack_model: ``"ann"`` (ReLU ANN counterpart, the paper's), ``"smoothed_snn"`` or ``"snn"``
+            (see :class:`~lightning_local.analysis.FGSMTransfer`).
+        slope: sigmoid slope of the smoothed SNN (``attack_model="smoothed_snn"`` only).
         subtract: path of a CSV written by this callback for another model.
         stages: when to run: ``"validate"`` and/or ``"test"``.
         output_dir: folder for the result files (default ``<log_dir>/analysis``).
@@ -74,6 +75,9 @@ class AdversarialCKA(EvaluationAnalysis):
         super().__init__(stages, output_dir)
         if not epsilons or any(eps <= 0 for eps in epsilons):
             raise ValueError(f"epsilons must be positive (got {list(epsilons)}).")
+        check_attack_model(attack_model)
+        if slope <= 0:
+            raise ValueError(f"slope must be positive (got {slope}).")
         self.epsilons = sorted(float(e) for e in epsilons)
         self.num_samples = num_samples
         self.attack_model = attack_model

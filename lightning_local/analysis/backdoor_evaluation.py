@@ -102,6 +102,7 @@ class BackdoorEvaluation(Callback):
             "num_triggered": total,
             "source": int(datamodule.source),
             "target": int(datamodule.target),
+            "pair": getattr(datamodule, "pair", None),
             "poison_rate": float(datamodule.poison_rate),
             "num_poisoned": len(datamodule.poisoned_indices),
             "trigger_indices": datamodule.trigger.indices.tolist(),

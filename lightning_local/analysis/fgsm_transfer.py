@@ -1,4 +1,4 @@
-"""SNN accuracy under FGSM perturbations computed on its ANN surrogate (paper Table IV)."""
+"""SNN accuracy under FGSM perturbations crafted on its ANN counterpart (paper Table IV)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..module import SpikingClassifier
-from .adversarial import AttackModel, attack_model, fgsm
+from .adversarial import AttackModel, attack_model, check_attack_model, fgsm
 from .base import EvaluationAnalysis
 from .io import report, save_figure, write_csv, write_json
 from .plots import accuracy_vs_epsilon
@@ -23,10 +23,11 @@ class FGSMTransfer(EvaluationAnalysis):
     """Accuracy of the SNN on FGSM inputs crafted on a differentiable counterpart, per epsilon.
 
     For every evaluation batch and epsilon, ``torchattacks.FGSM`` perturbs the
-    binary frames against the attack model (default: the ANN surrogate, see
-    :mod:`lightning_local.analysis.adversarial` for its definition and the
-    ``[0, 1]`` input scaling) and the SNN classifies the perturbed frames with
-    its usual evaluation forward pass. Row ``epsilon = 0`` is the clean accuracy.
+    binary frames against the attack model (default: the paper's ReLU ANN
+    counterpart on the time-averaged input, whose sign perturbation lands on
+    every frame alike; see :mod:`lightning_local.analysis.adversarial` for the
+    attack models and the ``[0, 1]`` input scaling) and the SNN classifies the
+    perturbed frames with its usual evaluation forward pass. Row ``epsilon = 0`` is the clean accuracy.
     The attack model's own accuracy is reported too (it shows the attack works).
     Runs its own pass over the evaluation dataloader with inference mode off, so
     it works under ``trainer.validate``/``trainer.test`` as they are.
@@ -37,9 +38,10 @@ class FGSMTransfer(EvaluationAnalysis):
     Args:
         epsilons: L-inf sizes of the perturbation (paper: 0.001 ... 0.05).
         num_samples: evaluate the first ``num_samples`` examples (None: all).
-        attack_model: ``"ann"`` (surrogate, transfer attack) or ``"snn"`` (white-box through the
-            SNN's surrogate gradient).
-        slope: sigmoid slope of the surrogate ANN.
+        attack_model: ``"ann"`` (default, the paper's: ReLU ANN counterpart, transfer attack),
+            ``"smoothed_snn"`` (the SNN with sigmoid spikes, transfer attack) or ``"snn"``
+            (white-box through the SNN's surrogate gradient).
+        slope: sigmoid slope of the smoothed SNN (``attack_model="smoothed_snn"`` only).
         stages: when to run: ``"validate"`` and/or ``"test"``.
         output_dir: folder for the result files (default ``<log_dir>/analysis``).
     """
@@ -58,6 +60,9 @@ class FGSMTransfer(EvaluationAnalysis):
         super().__init__(stages, output_dir)
         if any(eps < 0 for eps in epsilons):
             raise ValueError(f"FGSM epsilons must be non-negative (got {list(epsilons)}).")
+        check_attack_model(attack_model)
+        if slope <= 0:
+            raise ValueError(f"slope must be positive (got {slope}).")
         self.epsilons = [0.0] + sorted(float(e) for e in epsilons if e > 0)
         self.num_samples = num_samples
         self.attack_model = attack_model

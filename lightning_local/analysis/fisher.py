@@ -1,11 +1,23 @@
 """Per-sample, per-time-step squared gradient norms of the log-likelihood (Fisher information, eq. 10).
 
 For a sample ``(x, y)`` and a time step ``t`` the model's likelihood is
-``f_w(y | x_{<=t}) = softmax(u^t)_y`` with ``u^t`` the output membrane at step
-``t`` (``readout="step"``, the quantity the per-step training loss uses) or the
-running mean ``(1/(t+1)) sum_{tau<=t} u^tau`` (``readout="running_mean"``, the
-prefix version of the prediction ``argmax mean_t u^t``). Both depend on the
-input up to ``t`` only, since the network is causal. This module returns
+``f_w(y | x_{<=t}) = softmax(z^t)_y`` with the class scores ``z^t``:
+
+* ``readout="running_mean"`` (default, eq. 10's prediction accumulated over steps
+  ``1..t``): ``z^t = (1/t) sum_{tau<=t} u^tau``, the output membrane averaged over
+  the steps seen so far. This is the model's own prediction rule restricted to the
+  prefix (``argmax_c sum_tau u_c^tau``; the mean has the same argmax and, at the
+  last step, is exactly the network's ``logits``, so ``f_w`` at ``t = T`` is the
+  model's output distribution).
+* ``readout="step"``: ``z^t = u^t``, the membrane at step ``t`` alone (the quantity
+  the per-step training loss uses).
+
+Both depend on the input up to ``t`` only, since the network is causal.
+
+The class ``y`` is the data label (*empirical* Fisher), or drawn from the model's
+own ``f_w(. | x_{<=t})`` at every step (*true* Fisher, eq. 9; one draw per sample
+and step with a seeded generator, a Monte Carlo estimate of the expectation over
+``y``), see :func:`sample_labels`. This module returns
 ``||grad_w log f_w(y | x_{<=t})||^2`` for every sample, step and layer, split
 into the layer's linear (feed-forward) weights ``W`` (LW) and recurrent weights
 ``V`` (RW).
@@ -23,7 +35,7 @@ per sample because examples in a batch never interact.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 import torch
 from torch import Tensor
@@ -31,7 +43,8 @@ from torch import Tensor
 from ..models import SpikingNetwork
 from ..neurons import lif_sequence
 
-Readout = Literal["step", "running_mean"]
+Readout = Literal["running_mean", "step"]
+READOUTS: tuple[str, ...] = get_args(Readout)
 LW, RW = 0, 1
 WEIGHT_KINDS = ("LW", "RW")
 
@@ -56,42 +69,70 @@ def _gram_over_time(a: Tensor) -> Tensor:
     return torch.einsum("tbn,sbn->bts", a, a)
 
 
-def _readout(membrane: Tensor, readout: Readout) -> Tensor:
+def check_readout(readout: str) -> None:
+    """Reject an unknown readout name."""
+    if readout not in READOUTS:
+        raise ValueError(f"Unknown readout {readout!r}: use 'running_mean' (accumulated over 1..t) or 'step'.")
+
+
+def class_scores(membrane: Tensor, readout: Readout = "running_mean") -> Tensor:
+    """Class scores ``z^t`` ``[T, B, C]`` of ``f_w(. | x_{<=t}) = softmax(z^t)`` from the output membrane."""
+    check_readout(readout)
     if readout == "step":
         return membrane
-    if readout == "running_mean":
-        steps = torch.arange(1, membrane.shape[0] + 1, dtype=membrane.dtype, device=membrane.device)
-        return membrane.cumsum(0) / steps[:, None, None]
-    raise ValueError(f"Unknown readout {readout!r}: use 'step' or 'running_mean'.")
+    steps = torch.arange(1, membrane.shape[0] + 1, dtype=membrane.dtype, device=membrane.device)
+    return membrane.cumsum(0) / steps[:, None, None]
+
+
+def sample_labels(log_probs: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+    """One class per step and sample drawn from ``exp(log_probs)`` ``[T, B, C]``; returns ``[T, B]``.
+
+    Drawn on the CPU (in float64) with ``generator``, so a seeded generator gives the same
+    classes on any device; rows are flattened in ``(t, b)`` order.
+    """
+    steps, batch, classes = log_probs.shape
+    probs = log_probs.detach().double().exp().reshape(-1, classes).cpu()
+    return torch.multinomial(probs, 1, generator=generator).view(steps, batch).to(log_probs.device)
 
 
 def squared_gradient_norms(
     network: SpikingNetwork,
     frames: Tensor,
-    labels: Tensor,
-    readout: Readout = "step",
+    labels: Optional[Tensor],
+    readout: Readout = "running_mean",
     time_steps: Optional[Sequence[int]] = None,
+    generator: Optional[torch.Generator] = None,
 ) -> Tensor:
     """``||grad log f_w(y | x_{<=t})||^2`` per sample, step, layer and weight kind.
 
     Args:
         network: the SNN (its parameters are not modified and no ``.grad`` is touched).
         frames: ``[B, T, N]`` inputs.
-        labels: ``[B]`` classes.
-        readout: ``"step"`` (membrane at ``t``) or ``"running_mean"`` (mean membrane up to ``t``).
+        labels: ``[B]`` data labels (empirical Fisher), ``[T, B]`` one class per step, or
+            ``None``: ``y`` drawn from the model's ``f_w(. | x_{<=t})`` at every step with
+            ``generator`` (true Fisher, eq. 9; :func:`sample_labels` on all ``T`` steps).
+        readout: ``"running_mean"`` (prediction accumulated over ``1..t``) or ``"step"`` (membrane at ``t``).
         time_steps: steps ``t`` to evaluate (default: all ``T``).
+        generator: random generator of the draw when ``labels`` is ``None``.
 
     Returns:
         ``[B, len(time_steps), num_layers, 2]``; ``[..., 0]`` for LW, ``[..., 1]`` for RW
         (zero for layers without recurrent weights).
     """
-    steps = list(range(frames.shape[1])) if time_steps is None else [int(t) for t in time_steps]
-    if any(not 0 <= t < frames.shape[1] for t in steps):
-        raise ValueError(f"time_steps must lie in [0, {frames.shape[1] - 1}] (got {steps}).")
+    check_readout(readout)
+    batch, num_steps = frames.shape[:2]
+    steps = list(range(num_steps)) if time_steps is None else [int(t) for t in time_steps]
+    if any(not 0 <= t < num_steps for t in steps):
+        raise ValueError(f"time_steps must lie in [0, {num_steps - 1}] (got {steps}).")
+    if labels is not None and tuple(labels.shape) not in ((batch,), (num_steps, batch)):
+        raise ValueError(f"labels must have shape [{batch}] or [{num_steps}, {batch}] (got {tuple(labels.shape)}).")
     with torch.enable_grad():
         membrane, inputs, currents, spikes = _forward_with_currents(network, frames)
-        log_likelihood = torch.log_softmax(_readout(membrane, readout), dim=-1)
-        log_likelihood = log_likelihood.gather(-1, labels.view(1, -1, 1).expand(membrane.shape[0], -1, 1)).squeeze(-1)
+        log_probs = torch.log_softmax(class_scores(membrane, readout), dim=-1)
+        if labels is None:
+            labels = sample_labels(log_probs, generator)
+        labels = labels.expand(num_steps, batch)
+        log_likelihood = log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
         input_grams = [_gram_over_time(a.detach()) for a in inputs]
         recurrent_grams = [
             _gram_over_time(torch.cat([torch.zeros_like(s[:1]), s[:-1]]).detach()) if layer.recurrent_weight is not None else None

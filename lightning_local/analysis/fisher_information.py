@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 import lightning.pytorch as pl
+import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..module import SpikingClassifier
-from .fisher import WEIGHT_KINDS, Readout, normalize_per_step, squared_gradient_norms, weight_kinds_present
+from .fisher import WEIGHT_KINDS, Readout, check_readout, normalize_per_step, squared_gradient_norms, weight_kinds_present
 from .io import analysis_dir, report, save_figure, write_csv, write_json
 from .plots import grouped_bars
 from .representations import all_reduce_sum, batches, layer_names, rank_shard
 
 Split = Literal["train", "val"]
+FisherKind = Literal["empirical", "true"]
 
 
 def _split_dataset(trainer: "pl.Trainer", split: Split) -> Dataset:
@@ -38,10 +40,13 @@ class FisherInformation(Callback):
 
     At the end of each chosen training epoch, per-sample gradients of the
     log-likelihood at every step ``t`` (see :mod:`lightning_local.analysis.fisher`
-    for ``f`` and the ``readout`` options) are computed for a fixed, seeded
-    subset of ``num_samples`` examples of the ``split``, squared, and averaged
-    over samples, separately for each layer's linear weights (LW) and recurrent
-    weights (RW, REC hidden layers only).
+    for ``f`` and the ``readout`` options; by default the prediction accumulated
+    over steps ``1..t``, eq. 10) are computed for a fixed, seeded subset of
+    ``num_samples`` examples of the ``split``, squared, and averaged over samples,
+    separately for each layer's linear weights (LW) and recurrent weights (RW,
+    REC hidden layers only). ``y`` is the data label (``fisher="empirical"``) or
+    drawn from the model at every step (``fisher="true"``, eq. 9; the draw is
+    seeded by :meth:`label_generator`, so a run is reproducible).
 
     **Normalization (documented choice):** at each step ``t`` the values are
     divided by their sum over all layers' LW and RW, so the entries of one step
@@ -58,9 +63,11 @@ class FisherInformation(Callback):
         num_samples: number of examples averaged over.
         batch_size: examples per backward batch.
         split: ``"val"`` or ``"train"`` examples.
-        readout: ``"step"`` (membrane at ``t``) or ``"running_mean"``.
+        readout: ``"running_mean"`` (default: prediction accumulated over ``1..t``) or ``"step"``
+            (membrane at ``t`` alone).
+        fisher: ``"empirical"`` (``y`` = the label) or ``"true"`` (``y`` drawn from the model).
         time_steps: steps ``t`` to evaluate (None: all; each costs one backward pass).
-        seed: seed of the sample subset (the same subset at every epoch).
+        seed: seed of the sample subset (the same subset at every epoch) and of the drawn ``y``.
         output_dir: folder for the result files (default ``<log_dir>/analysis``).
     """
 
@@ -72,7 +79,8 @@ class FisherInformation(Callback):
         num_samples: int = 64,
         batch_size: int = 16,
         split: Split = "val",
-        readout: Readout = "step",
+        readout: Readout = "running_mean",
+        fisher: FisherKind = "empirical",
         time_steps: Optional[Sequence[int]] = None,
         seed: int = 0,
         output_dir: Optional[str] = None,
@@ -81,11 +89,15 @@ class FisherInformation(Callback):
             raise ValueError(f"num_samples and batch_size must be positive (got {num_samples}, {batch_size}).")
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val' (got {split!r}).")
+        check_readout(readout)
+        if fisher not in get_args(FisherKind):
+            raise ValueError(f"fisher must be 'empirical' (y = label) or 'true' (y drawn from the model) (got {fisher!r}).")
         self.epochs = None if epochs is None else {int(e) for e in epochs}
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.split = split
         self.readout = readout
+        self.fisher = fisher
         self.time_steps = None if time_steps is None else list(time_steps)
         self.seed = seed
         self.output_dir = output_dir
@@ -102,14 +114,21 @@ class FisherInformation(Callback):
         chosen = torch.randperm(len(dataset), generator=generator)[: self.num_samples].sort().values.tolist()  # type: ignore[arg-type]
         return DataLoader(rank_shard(Subset(dataset, chosen), trainer), batch_size=self.batch_size, shuffle=False)
 
+    def label_generator(self, epoch: int, rank: int = 0) -> torch.Generator:
+        """The CPU generator of the drawn ``y`` (``fisher="true"``) for one recording on one process."""
+        return torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch, rank]).generate_state(1)[0]))
+
     def record(self, trainer: "pl.Trainer", pl_module: SpikingClassifier, epoch: int) -> pd.DataFrame:
         """Compute the Fisher information now, append it to the results and rewrite the files."""
         network = pl_module.network
         totals: Optional[torch.Tensor] = None
         count = torch.zeros(1, dtype=torch.float64)
+        generator = self.label_generator(epoch, trainer.global_rank)
         with torch.inference_mode(False):
             for frames, labels in batches(self._loader(trainer), pl_module.device):
-                norms = squared_gradient_norms(network, frames, labels, self.readout, self.time_steps).sum(0).double().cpu()
+                targets = labels if self.fisher == "empirical" else None
+                norms = squared_gradient_norms(network, frames, targets, self.readout, self.time_steps, generator)
+                norms = norms.sum(0).double().cpu()
                 totals = norms if totals is None else totals + norms
                 count += labels.shape[0]
         if totals is None:
@@ -144,7 +163,8 @@ class FisherInformation(Callback):
             str(epoch): {kind: float(shares.get((epoch, kind), 0.0)) for kind in WEIGHT_KINDS}
             for epoch in sorted(table.epoch.unique())
         }
-        write_json(folder / f"{self.name}.json", {"readout": self.readout, "num_samples": self.num_samples,
+        write_json(folder / f"{self.name}.json", {"readout": self.readout, "fisher": self.fisher,
+                                                  "num_samples": self.num_samples,
                                                   "normalization": "per step over all layers' LW and RW",
                                                   "share_mean_over_t": summary})
         groups = {

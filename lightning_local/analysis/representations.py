@@ -65,6 +65,14 @@ def batches(
     """
     seen = 0
     for frames, labels in loader:
+        if labels.dim() != 1:
+            from ..module import InvalidInputError  # at run time: the module imports the analyses' callers
+
+            raise InvalidInputError(
+                f"The analyses grade one prediction per sample, but these labels have one class per time step "
+                f"(shape {tuple(labels.shape)}: sequence labelling, e.g. TIMIT), which they do not support: "
+                "run them on per-sample data such as --data fsdd."
+            )
         if num_samples is not None:
             frames, labels = frames[: num_samples - seen], labels[: num_samples - seen]
         if frames.shape[0] == 0:

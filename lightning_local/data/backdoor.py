@@ -4,9 +4,13 @@
 - a few input pixels switched on at *every* time step - is stamped on exactly
 ``round(poison_rate * n_source)`` (rounded half up) training samples of the
 SOURCE class, chosen with ``seed``, and those samples are relabelled as the
-TARGET class. Validation and test splits are the base's, untouched. The
-attack is measured on :attr:`Backdoor.triggered_test_dataset`: every test
-sample of the source class with the trigger stamped on (labels kept); the
+TARGET class. The (source, target) pair is number ``pair`` of ``num_pairs``
+*distinct* ordered pairs drawn from ``seed`` (:func:`distinct_pairs`), so the
+paper's "5 random pairs" are ``pair=0..4`` with one seed - the same five pairs at
+every poison rate - or given directly. Validation and test splits are the
+base's, untouched. The attack is measured on
+:attr:`Backdoor.triggered_test_dataset`: every test sample of the source class
+with the trigger stamped on (labels kept); the
 attack success rate (ASR) is the share of them predicted as the target, see
 :class:`lightning_local.analysis.BackdoorEvaluation`, which evaluates this set
 at the end of ``trainer.test`` (the model's own test step keeps measuring
@@ -16,7 +20,7 @@ Command line::
 
     lightning-local fit --data lightning_local.data.backdoor.Backdoor \\
         --data.base lightning_local.data.nmnist.NMNIST --data.base.root DIR \\
-        --data.poison_rate 0.5 --data.seed 3 \\
+        --data.poison_rate 0.5 --data.pair 3 \\
         --trainer.callbacks+=lightning_local.analysis.BackdoorEvaluation
 """
 
@@ -45,6 +49,20 @@ def dataset_labels(dataset: Dataset) -> list[int]:
     if labels is not None:
         return [int(label) for label in labels]
     return [int(dataset[i][1]) for i in range(len(dataset))]  # type: ignore[arg-type]
+
+
+def distinct_pairs(num_classes: int, count: int, seed: int = 0) -> list[tuple[int, int]]:
+    """``count`` distinct ordered ``(source, target)`` pairs with ``source != target``, drawn from ``seed``.
+
+    A draw without replacement from all ``num_classes * (num_classes - 1)`` ordered pairs
+    (so ``2 -> 9`` and ``9 -> 2`` are different pairs); the same arguments give the same list.
+    """
+    available = [(s, t) for s in range(num_classes) for t in range(num_classes) if s != t]
+    if not 1 <= count <= len(available):
+        raise ValueError(f"Cannot draw {count} distinct (source, target) pairs from {num_classes} classes "
+                         f"(between 1 and {len(available)}).")
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[0])
+    return [available[i] for i in rng.choice(len(available), size=count, replace=False)]
 
 
 def default_trigger(frame_shape: Optional[tuple[int, int, int]], num_inputs: int) -> list[int]:
@@ -134,14 +152,17 @@ class Backdoor(EventDataModule):
         base: the data module to poison (its ``num_inputs``, ``num_classes``, ``num_steps``,
             batch size and workers are used).
         poison_rate: share of the source class's training samples poisoned (0 ... 1).
-        source: class whose samples are poisoned (None: drawn with ``seed``).
-        target: label the poisoned samples get (None: drawn with ``seed``, never the source).
+        pair: which of the ``num_pairs`` distinct pairs drawn from ``seed`` to use, in
+            ``0 .. num_pairs - 1`` (None: 0, unless ``source`` and ``target`` are given).
+        num_pairs: how many distinct pairs the draw makes (the paper averages 5).
+        source: class whose samples are poisoned (give it with ``target``, instead of ``pair``).
+        target: label the poisoned samples get (give it with ``source``).
         trigger: pixels switched on at every step, as ``(polarity, y, x)`` triples or flat
             indices (None: a 2x2 polarity-0 block one pixel in from the bottom-right corner).
         trigger_value: value written at the trigger pixels.
-        seed: seed of the source/target draw and of the choice of poisoned samples (splits and
+        seed: seed of the pair draw and of the choice of poisoned samples (splits and
             shuffling follow the base's own ``seed``). The paper averages 5 random pairs: run
-            seeds 0-4.
+            ``pair`` 0-4 with one seed.
 
     ``setup`` sets up the base and installs the poisoned training split as the base's
     ``train_dataset`` (the wrapper owns its base), so the base's loaders - batch size,
@@ -160,6 +181,8 @@ class Backdoor(EventDataModule):
         self,
         base: EventDataModule,
         poison_rate: float = 0.1,
+        pair: Optional[int] = None,
+        num_pairs: int = 5,
         source: Optional[int] = None,
         target: Optional[int] = None,
         trigger: Optional[list[TriggerPixel]] = None,
@@ -177,7 +200,8 @@ class Backdoor(EventDataModule):
         self.train_dataset: Optional[Dataset] = None
         self.val_dataset: Optional[Dataset] = None
         self.test_dataset: Optional[Dataset] = None
-        self.source, self.target = self._classes(source, target)
+        self.pair, self.num_pairs = pair, num_pairs
+        self.source, self.target = self._classes(pair, source, target)
         shape = self.frame_shape
         indices = [flat_index(pixel, shape) for pixel in trigger] if trigger is not None else default_trigger(shape, self.num_inputs)
         if any(not 0 <= i < self.num_inputs for i in indices):
@@ -218,14 +242,15 @@ class Backdoor(EventDataModule):
         return polarities, height, width
 
     # --------------------------------------------------------------- setup
-    def _classes(self, source: Optional[int], target: Optional[int]) -> tuple[int, int]:
-        rng = np.random.default_rng(np.random.SeedSequence(self.seed).spawn(2)[0])
+    def _classes(self, pair: Optional[int], source: Optional[int], target: Optional[int]) -> tuple[int, int]:
         classes = self.num_classes
-        if source is None:
-            source = int(rng.integers(classes))
-        if target is None:
-            others = [c for c in range(classes) if c != source]
-            target = int(others[rng.integers(len(others))])
+        if source is None and target is None:
+            if not 0 <= (pair or 0) < self.num_pairs:
+                raise ValueError(f"pair must be in [0, {self.num_pairs}) (got {pair}); num_pairs sets how many are drawn.")
+            source, target = distinct_pairs(classes, self.num_pairs, self.seed)[pair or 0]
+        elif source is None or target is None or pair is not None:
+            raise ValueError(f"Give both source and target, or neither and a pair index (got pair={pair}, "
+                             f"source={source}, target={target}).")
         if not (0 <= source < classes and 0 <= target < classes) or source == target:
             raise ValueError(f"source and target must be two different classes in [0, {classes}) (got {source}, {target}).")
         return source, target

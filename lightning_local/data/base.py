@@ -13,15 +13,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+from tqdm.auto import tqdm
 
 from lightning_local.data.download import download_with_tonic
-from lightning_local.data.errors import DatasetNotFoundError, EventDataError, not_found_message
+from lightning_local.data.errors import DataArgumentError, DatasetNotFoundError, EventDataError, not_found_message
+from lightning_local.data.events import check_time_span
 from lightning_local.data.frames import EventsToFrames
+from lightning_local.data.interface import SpikingDataModule
 from lightning_local.data.splits import stratified_split
+from lightning_local.data.validation import CheckCache
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,11 @@ TEST_SPLIT_SEED = 0
 
 Fixed (not the DataModule's ``seed``) so runs with different seeds are tested on the same samples.
 """
+
+PROGRESS_MIN_FILES = 1000
+"""The up-front file check shows a progress bar (on a terminal) from this many unchecked files."""
+
+SKIP_HINT = "fix or remove it, or pass --data.skip_bad_files true to leave bad files out"
 
 
 class Record(NamedTuple):
@@ -77,23 +86,51 @@ class EventFrameDataset(Dataset):
         return self.to_frames(events, source=path), label
 
 
-def _check_args(n_time_bins: int, downsample: int, batch_size: int, num_workers: int,
-                val_fraction: float, test_fraction: float) -> None:
-    """Raise a one-sentence ValueError for an out-of-range DataModule argument."""
+class EpochShuffleSampler(RandomSampler):
+    """A random order that depends only on ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` before every training epoch (also after resuming
+    from a checkpoint, with the restored epoch), so epoch ``k`` sees the same order
+    whether or not the run was interrupted before it. Being a ``RandomSampler``, it is
+    replaced under DDP by Lightning's shuffling ``DistributedSampler``, which is
+    seeded by ``seed_everything`` and the epoch in the same way.
+
+    Args:
+        data_source: The dataset.
+        seed: Seed of the order.
+    """
+
+    def __init__(self, data_source: Dataset, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of epoch ``epoch``."""
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.data_source))
+        return iter(order.tolist())
+
+
+def _check_args(**values: float) -> None:
+    """Raise a one-sentence :class:`DataArgumentError` for out-of-range DataModule arguments."""
     rules = {
-        "n_time_bins must be >= 1": n_time_bins >= 1,
-        "downsample must be >= 1": downsample >= 1,
-        "batch_size must be >= 1": batch_size >= 1,
-        "num_workers must be >= 0": num_workers >= 0,
-        "val_fraction must be in [0, 1)": 0 <= val_fraction < 1,
-        "test_fraction must be in [0, 1)": 0 <= test_fraction < 1,
+        "n_time_bins": (values["n_time_bins"] >= 1, ">= 1"),
+        "downsample": (values["downsample"] >= 1, ">= 1"),
+        "batch_size": (values["batch_size"] >= 1, ">= 1"),
+        "num_workers": (values["num_workers"] >= 0, ">= 0"),
+        "val_fraction": (0 <= values["val_fraction"] < 1, "in [0, 1)"),
+        "test_fraction": (0 <= values["test_fraction"] < 1, "in [0, 1)"),
+        "max_file_mb": (values["max_file_mb"] > 0, "> 0"),
     }
-    broken = [rule for rule, ok in rules.items() if not ok]
+    broken = [f"--data.{name} must be {rule}, got {values[name]}" for name, (ok, rule) in rules.items() if not ok]
     if broken:
-        raise ValueError(f"Invalid data arguments: {'; '.join(broken)}.")
+        raise DataArgumentError(f"invalid data arguments: {'; '.join(broken)}.")
 
 
-class EventDataModule(pl.LightningDataModule):
+class EventDataModule(SpikingDataModule):
     """Base class of the event-camera DataModules (frames of binary event counts).
 
     Subclasses set the class attributes (sensor, classes, reader, download source)
@@ -105,8 +142,17 @@ class EventDataModule(pl.LightningDataModule):
     training recordings chosen with ``seed``. When the dataset has no test folder,
     a class-stratified ``test_fraction`` of the training recordings is set aside
     first with the fixed seed :data:`TEST_SPLIT_SEED`. Only the train loader
-    shuffles, with a ``torch.Generator`` seeded by ``seed`` (created at the first
-    ``train_dataloader`` call), so two runs with one seed see identical batches.
+    shuffles, in an order fixed by ``(seed, epoch)`` (:class:`EpochShuffleSampler`),
+    so two runs with one seed see identical batches and a resumed run sees the
+    batches an uninterrupted one would. Under DDP the validation and test loaders
+    give every sample to exactly one process (no padding), so metrics count each
+    sample once.
+
+    ``setup`` reads every recording once and checks it (readable, non-empty, inside
+    the sensor, timestamps in order, long enough for ``n_time_bins``, at most
+    ``max_file_mb``); the first bad file stops the run with one line naming it, unless
+    ``skip_bad_files``. Verdicts are cached (:mod:`lightning_local.data.validation`),
+    so later runs only read files that changed.
 
     Args:
         root: Folder holding the dataset in its original layout.
@@ -118,9 +164,11 @@ class EventDataModule(pl.LightningDataModule):
         val_fraction: Share of each class of the training recordings used for validation.
         test_fraction: Share of each class carved out as test set, only when no test folder exists.
         seed: Seed of the validation split and of the train shuffling.
-        skip_bad_files: If True, read every file once at setup and drop unreadable or
-            invalid ones with a logged warning; if False, a bad file raises
+        skip_bad_files: If True, drop unreadable or invalid files found by the check at
+            setup with a logged warning; if False, the first bad file raises
             :class:`EventDataError` naming it.
+        max_file_mb: Largest recording file accepted, in MB (10**6 bytes); bigger files
+            count as bad (reading needs roughly 8x the file size in memory).
 
     Attributes:
         train_dataset: Training split (``None`` before ``setup``).
@@ -154,9 +202,13 @@ class EventDataModule(pl.LightningDataModule):
         test_fraction: float = 0.2,
         seed: int = 0,
         skip_bad_files: bool = False,
+        max_file_mb: float = 64.0,
     ) -> None:
         super().__init__()
-        _check_args(n_time_bins, downsample, batch_size, num_workers, val_fraction, test_fraction)
+        _check_args(
+            n_time_bins=n_time_bins, downsample=downsample, batch_size=batch_size, num_workers=num_workers,
+            val_fraction=val_fraction, test_fraction=test_fraction, max_file_mb=max_file_mb,
+        )
         self.root = root
         self.download = download
         self.n_time_bins = n_time_bins
@@ -167,11 +219,11 @@ class EventDataModule(pl.LightningDataModule):
         self.test_fraction = test_fraction
         self.seed = seed
         self.skip_bad_files = skip_bad_files
+        self.max_file_mb = max_file_mb
         self.to_frames = EventsToFrames(tuple(self.sensor_size), n_time_bins, downsample)
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
-        self._train_generator: torch.Generator | None = None
 
     @property
     def num_inputs(self) -> int:
@@ -233,9 +285,6 @@ class EventDataModule(pl.LightningDataModule):
         message = not_found_message(self.dataset_name, root, self.describe_layout(root), reason, self.download_url)
         raise DatasetNotFoundError(message)
 
-    def check_record(self, record: Record) -> None:
-        """Cheap per-file check run at setup when ``skip_bad_files`` is False (default: none)."""
-
     def prepare_data(self) -> None:
         """Download (or generate) the data if needed; Lightning runs this on one process."""
         self.find_records()
@@ -266,38 +315,85 @@ class EventDataModule(pl.LightningDataModule):
         kept, carved = stratified_split([record.label for record in records], fraction, seed)
         return [records[i] for i in kept], [records[i] for i in carved]
 
+    def check_file(self, path: str) -> str | None:
+        """Read one recording and check it; return the one-sentence reason it is bad, or None."""
+        try:
+            size = Path(path).stat().st_size
+            if size > self.max_file_mb * 1e6:
+                return (
+                    f"{self.dataset_name} file {path} is {size / 1e6:.1f} MB, above the {self.max_file_mb:g} MB "
+                    "limit (--data.max_file_mb)."
+                )
+            events = self.read_events(path)
+            check_time_span(events, self.n_time_bins, f"{self.dataset_name} file {path}")
+        except OSError as err:
+            return f"{self.dataset_name} file {path} cannot be read ({err})."
+        except EventDataError as err:
+            return str(err)
+        return None
+
+    def _check_settings(self) -> dict:
+        """Everything a file's verdict depends on besides the file itself (the cache key)."""
+        reader = type(self).read_events
+        return {
+            "reader": f"{reader.__module__}.{reader.__qualname__}",
+            "sensor_size": list(self.sensor_size),
+            "n_time_bins": self.n_time_bins,
+            "max_file_mb": self.max_file_mb,
+        }
+
     def _screen(self, records: list[Record]) -> list[Record]:
-        """Check the records: raise on the first bad one, or drop bad ones with a warning."""
-        if not self.skip_bad_files:
-            for record in records:
-                self.check_record(record)
-            return records
-        good = []
-        for record in records:
-            try:
-                self.read_events(record.path)
-            except EventDataError as err:
-                log.warning("Skipping bad recording: %s", err)
-                continue
-            good.append(record)
-        if len(good) < len(records):
-            log.warning("Dropped %d of %d recordings as unreadable.", len(records) - len(good), len(records))
+        """Check every record once: raise on the first bad one, or drop bad ones with a warning."""
+        cache = CheckCache(self._check_settings())
+        verdicts = [cache.lookup(record.path) for record in records]
+        unchecked = sum(not known for known, _ in verdicts)
+        progress = tqdm(
+            total=unchecked, desc=f"Checking {self.dataset_name} files", unit="file", leave=False,
+            disable=None if unchecked >= PROGRESS_MIN_FILES else True,
+        )
+        good, bad = [], 0
+        try:
+            for record, (known, error) in zip(records, verdicts):
+                if not known:
+                    error = self.check_file(record.path)
+                    cache.store(record.path, error)
+                    progress.update()
+                if error is None:
+                    good.append(record)
+                elif not self.skip_bad_files:
+                    raise EventDataError(f"{error.rstrip('.')}: {SKIP_HINT}.")
+                else:
+                    log.warning("Skipping bad recording: %s", error)
+                    bad += 1
+        finally:
+            progress.close()
+            cache.save()
+        if bad:
+            log.warning("Dropped %d of %d recordings as unreadable or invalid.", bad, len(records))
         return good
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
-        """A DataLoader over ``dataset`` with this module's batch size and workers."""
+        """A DataLoader over ``dataset`` with this module's batch size and workers.
+
+        The training order comes from :class:`EpochShuffleSampler`. Evaluation loaders
+        under DDP shard the samples without padding (Lightning's own sampler would
+        repeat samples to even out the shards, counting them twice in the metrics).
+        """
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before requesting a dataloader.")
-        generator = None
+        sampler = None
         if shuffle:
-            if self._train_generator is None:
-                self._train_generator = torch.Generator().manual_seed(self.seed)
-            generator = self._train_generator
+            sampler = EpochShuffleSampler(dataset, self.seed)
+        else:
+            trainer = self.trainer
+            if trainer is not None and trainer.world_size > 1:
+                sampler = UnrepeatedDistributedSampler(
+                    dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+                )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=False,
             persistent_workers=self.num_workers > 0,

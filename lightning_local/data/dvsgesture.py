@@ -119,7 +119,7 @@ class DVSGesture(EventDataModule):
             optionally the matching ``ibmGestureTest``.
         n_time_bins: Number of time bins ``T`` per sample (default 60).
         downsample: Integer spatial downsampling factor (default 4: 128x128 -> 32x32).
-        batch_size: Samples per batch (default 64).
+        batch_size: Samples per batch (default 32).
         num_workers: DataLoader worker processes (default 0).
         val_fraction: Share of each class of the training recordings used for validation (default 0.1).
         test_fraction: Share of each class of the training recordings used as test set, only
@@ -127,8 +127,9 @@ class DVSGesture(EventDataModule):
         seed: Seed of the validation split and of train shuffling (default 0).
         download: If the layout is missing, download it with tonic into ``root/DVSGesture/``
             (default True); if that fails an error says what to do.
-        skip_bad_files: Drop corrupt or invalid files at setup with a logged warning
-            instead of raising (default False; reads every file once at setup).
+        skip_bad_files: Drop corrupt or invalid files found by the check at setup with a
+            logged warning instead of stopping (default False).
+        max_file_mb: Largest file accepted, in MB (default 64).
     """
 
     sensor_size = DVSGESTURE_SENSOR_SIZE
@@ -143,13 +144,14 @@ class DVSGesture(EventDataModule):
         root: str,
         n_time_bins: int = 60,
         downsample: int = 4,
-        batch_size: int = 64,
+        batch_size: int = 32,
         num_workers: int = 0,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         seed: int = 0,
         download: bool = True,
         skip_bad_files: bool = False,
+        max_file_mb: float = 64.0,
     ) -> None:
         super().__init__(
             root=root,
@@ -162,6 +164,7 @@ class DVSGesture(EventDataModule):
             test_fraction=test_fraction,
             seed=seed,
             skip_bad_files=skip_bad_files,
+            max_file_mb=max_file_mb,
         )
 
     def scan_root(self, root: Path) -> tuple[list[Record], list[Record] | None] | None:
@@ -176,7 +179,3 @@ class DVSGesture(EventDataModule):
     def describe_layout(self, root: Path) -> str:
         """tonic's layout below ``root``."""
         return " and ".join(f"{root}/DVSGesture/{folder}/user<NN>_<lighting>/<label>.npy" for folder in SPLIT_FOLDERS)
-
-    def check_record(self, record: Record) -> None:
-        """Check the ``.npy`` header: the file exists and holds a non-empty ``[N, 4]`` array."""
-        check_dvsgesture_npy(record.path)

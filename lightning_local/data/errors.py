@@ -13,6 +13,10 @@ class EventDataError(ValueError):
     """An event recording is missing, corrupt, empty or inconsistent with its sensor."""
 
 
+class DataArgumentError(ValueError):
+    """A DataModule argument is out of range (e.g. ``batch_size 0``)."""
+
+
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's folder layout is absent and could not be downloaded."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import tonic
 
 from lightning_local.data.base import EventDataModule, Record
-from lightning_local.data.events import NMNIST_SENSOR_SIZE, check_nmnist_file, read_nmnist_bin
+from lightning_local.data.events import NMNIST_SENSOR_SIZE, read_nmnist_bin
 
 DIGITS = tuple(str(digit) for digit in range(10))
 
@@ -54,8 +54,9 @@ class NMNIST(EventDataModule):
         seed: Seed of the validation split and of train shuffling (default 0).
         download: If the layout is missing, download N-MNIST with tonic into
             ``root/NMNIST/`` (default True); if that fails an error says what to do.
-        skip_bad_files: Drop corrupt or invalid files at setup with a logged warning
-            instead of raising (default False; reads every file once at setup).
+        skip_bad_files: Drop corrupt or invalid files found by the check at setup with a
+            logged warning instead of stopping (default False).
+        max_file_mb: Largest file accepted, in MB (default 64; a recording is ~20 kB).
     """
 
     sensor_size = NMNIST_SENSOR_SIZE
@@ -76,7 +77,3 @@ class NMNIST(EventDataModule):
     def describe_layout(self, root: Path) -> str:
         """``ROOT/Train/<digit>/*.bin and ROOT/Test/<digit>/*.bin``."""
         return f"{root}/Train/<digit>/*.bin and {root}/Test/<digit>/*.bin"
-
-    def check_record(self, record: Record) -> None:
-        """Check that the file exists and its size is a non-zero multiple of 5 bytes."""
-        check_nmnist_file(record.path)

@@ -30,10 +30,12 @@ import torch
 from sklearn.datasets import load_digits
 
 from lightning_local.data.base import Record
+from lightning_local.data.errors import DataArgumentError
 from lightning_local.data.events import write_nmnist_bin
 from lightning_local.data.nmnist import DIGITS, NMNIST
 from lightning_local.data.saccade_sim import SaccadeConfig, simulate_saccades
 from lightning_local.data.splits import stratified_split
+from lightning_local.data.validation import CACHE_ENV, cache_root  # noqa: F401  (CACHE_ENV is re-exported)
 
 try:  # POSIX only; elsewhere concurrent first uses of one cache are not serialised
     import fcntl
@@ -42,7 +44,6 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "LIGHTNING_LOCAL_CACHE"
 MARKER_NAME = "saccade_digits.json"
 GENERATOR_VERSION = 1
 DIGIT_SIZE = 28
@@ -52,8 +53,7 @@ SPLIT_SEED = 0
 
 def default_root() -> Path:
     """``$LIGHTNING_LOCAL_CACHE/saccade_digits``, or ``~/.cache/lightning_local/saccade_digits``."""
-    cache = os.environ.get(CACHE_ENV) or "~/.cache/lightning_local"
-    return Path(cache).expanduser() / "saccade_digits"
+    return cache_root() / "saccade_digits"
 
 
 def load_digit_images(max_samples_per_class: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -180,6 +180,9 @@ class SaccadeDigits(NMNIST):
         seed: Seed of the validation split and of train shuffling (default 0).
         max_samples_per_class: Generate and use only the first this many digits of each
             class (default None = all 1797); for quick tests.
+        skip_bad_files: Drop invalid files found by the check at setup instead of stopping
+            (default False).
+        max_file_mb: Largest file accepted, in MB (default 64).
     """
 
     def __init__(
@@ -192,9 +195,13 @@ class SaccadeDigits(NMNIST):
         val_fraction: float = 0.1,
         seed: int = 0,
         max_samples_per_class: int | None = None,
+        skip_bad_files: bool = False,
+        max_file_mb: float = 64.0,
     ) -> None:
         if max_samples_per_class is not None and max_samples_per_class < 1:
-            raise ValueError("max_samples_per_class must be None or >= 1.")
+            raise DataArgumentError(
+                f"invalid data arguments: --data.max_samples_per_class must be >= 1 (or null), got {max_samples_per_class}."
+            )
         super().__init__(
             root=str(Path(root).expanduser() if root else default_root()),
             n_time_bins=n_time_bins,
@@ -204,6 +211,8 @@ class SaccadeDigits(NMNIST):
             val_fraction=val_fraction,
             seed=seed,
             download=False,
+            skip_bad_files=skip_bad_files,
+            max_file_mb=max_file_mb,
         )
         self.max_samples_per_class = max_samples_per_class
 

@@ -117,6 +117,9 @@ class BlockInputTrace:
             inputs: the block's presynaptic input, ``[k * batch, n_in]`` in (step, sample) order.
         """
         k, batch, n_out = errors.shape
+        if k == 1:  # e.g. online DECOLLE stepping every step: one matmul instead of three
+            update.addmm_(errors[0].t(), self.trace.update(inputs))
+            return
         flat = errors.reshape(k, batch * n_out)
         filtered = (self.filter[:k, :k].t() @ flat).reshape(k * batch, n_out)
         update.addmm_(filtered.t(), inputs)

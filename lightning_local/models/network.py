@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..neurons import LIFParameters, LIFState, lif_sequence, lif_step
+from ..neurons.backends import check_backend
 
 Architecture = Literal["ff", "rec"]
 
@@ -43,6 +44,7 @@ class LIFLayer(nn.Module):
             that initialisation is scaled by ``g (1 - alpha)(1 - beta)``, so a constant input
             drive reaches the membrane with gain ``g`` instead of the neuron's steady-state gain
             ``1 / ((1 - alpha)(1 - beta))`` (58 at tau 5/10 steps, 2,000 at decays 0.99/0.95).
+        backend: implementation of the scan (see :mod:`lightning_local.neurons.backends`).
     """
 
     def __init__(
@@ -53,9 +55,11 @@ class LIFLayer(nn.Module):
         recurrent: bool = False,
         recurrent_init_gain: float = 0.1,
         weight_init_gain: Optional[float] = None,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         self.params = params
+        self.backend = check_backend(backend)
         self.recurrent_init_gain = recurrent_init_gain
         self.weight_init_gain = weight_init_gain
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
@@ -89,7 +93,7 @@ class LIFLayer(nn.Module):
         """Whole sequence: ``inputs`` ``[T, B, in]`` -> ``(spikes, membrane)`` ``[T, B, out]``."""
         # One matmul projects all time steps at once; the scan does the rest.
         currents = inputs @ self.weight.t()
-        return lif_sequence(currents, self.params, self.recurrent_weight)
+        return lif_sequence(currents, self.params, self.recurrent_weight, backend=self.backend)
 
     def step(self, inputs: Tensor, state: LIFState) -> LIFState:
         """One time step: ``inputs`` ``[B, in]``; returns the new state (with spikes)."""
@@ -120,6 +124,15 @@ class NetworkOutput:
         """Class scores ``[B, classes]``: output membrane averaged over time."""
         return self.output_membrane.mean(dim=0)
 
+    @property
+    def frame_logits(self) -> Tensor:
+        """Class scores of every step ``[B, classes, T]`` (sequence labelling; torchmetrics' layout)."""
+        return self.output_membrane.permute(1, 2, 0)
+
+    def scores_for(self, labels: Tensor) -> Tensor:
+        """The scores that ``labels`` grade: :attr:`logits` for ``[B]`` labels, :attr:`frame_logits` for ``[B, T]``."""
+        return self.logits if labels.dim() == 1 else self.frame_logits
+
 
 class SpikingNetwork(nn.Module):
     """FF or REC fully connected SNN of LIF neurons.
@@ -137,6 +150,8 @@ class SpikingNetwork(nn.Module):
             initial loss 7 against chance 2.3), and random-feedback rules then never align.
             ``None`` keeps ``nn.Linear``'s scale.
         hidden_init_gain: the hidden layers' ``weight_init_gain`` (``None``: ``nn.Linear``'s scale).
+        backend: implementation of the LIF scan in every layer (``auto``: Triton on CUDA, else
+            the fused scan; see :mod:`lightning_local.neurons.backends`).
     """
 
     def __init__(
@@ -149,6 +164,7 @@ class SpikingNetwork(nn.Module):
         recurrent_init_gain: float = 0.1,
         output_init_gain: Optional[float] = DEFAULT_OUTPUT_INIT_GAIN,
         hidden_init_gain: Optional[float] = None,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         if architecture not in ("ff", "rec"):
@@ -165,6 +181,7 @@ class SpikingNetwork(nn.Module):
                 recurrent=architecture == "rec" and i < hidden,
                 recurrent_init_gain=recurrent_init_gain,
                 weight_init_gain=hidden_init_gain if i < hidden else output_init_gain,
+                backend=backend,
             )
             for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))
         )
@@ -198,7 +215,20 @@ class SpikingNetwork(nn.Module):
         return new_states
 
 
+#: Label of a time step (or sample) without a target: padding, TIMIT's ``q`` (torch's ``ignore_index``).
+IGNORE_INDEX = -100
+
+
 def per_step_cross_entropy(output_membrane: Tensor, labels: Tensor) -> Tensor:
-    """Mean over time and batch of the cross-entropy of ``u^t`` (the training loss)."""
+    """Mean over all targeted (time step, sample) pairs of the cross-entropy of ``u^t`` (the training loss).
+
+    ``labels`` is ``[B]`` (one class per sequence, the target of every step) or ``[B, T]`` (one
+    class per step); entries equal to :data:`IGNORE_INDEX` are left out of the sum and the count
+    (0 when nothing is targeted).
+    """
     steps, batch, classes = output_membrane.shape
-    return nn.functional.cross_entropy(output_membrane.reshape(steps * batch, classes), labels.repeat(steps))
+    targets = labels.repeat(steps) if labels.dim() == 1 else labels.t().reshape(steps * batch)  # time-major
+    total = nn.functional.cross_entropy(
+        output_membrane.reshape(steps * batch, classes), targets, ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    return total / (targets != IGNORE_INDEX).sum().clamp(min=1)

@@ -168,16 +168,32 @@ class _LIFScan(torch.autograd.Function):
             grad_currents[t] = g_syn
         grad_recurrent = None
         if recurrent_weight is not None and ctx.needs_input_grad[1]:
-            # dL/dV = sum_t g_iota^t (s^{t-1})^T as one matmul over all steps.
-            neurons = spikes.shape[-1]
-            grad_recurrent = grad_currents[1:].reshape(-1, neurons).t() @ spikes[:-1].reshape(-1, neurons)
+            grad_recurrent = recurrent_weight_grad(grad_currents, spikes)
         return grad_currents, grad_recurrent, None
+
+
+def recurrent_weight_grad(grad_currents: Tensor, spikes: Tensor) -> Tensor:
+    """``dL/dV = sum_t g_iota^t (s^{t-1})^T`` as one matmul over all steps."""
+    neurons = spikes.shape[-1]
+    return grad_currents[1:].reshape(-1, neurons).t() @ spikes[:-1].reshape(-1, neurons).to(grad_currents.dtype)
+
+
+def _reference_sequence(currents: Tensor, params: LIFParameters, recurrent_weight: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+    """:func:`lif_step` over time, differentiated by autograd (the slow, obviously-correct backend)."""
+    state = LIFState.zeros(currents.shape[1], currents.shape[2], currents)
+    spikes, mems = [], []
+    for current in currents:
+        state = lif_step(current, state, params, recurrent_weight)
+        spikes.append(state.spk)
+        mems.append(state.mem)
+    return torch.stack(spikes), torch.stack(mems)
 
 
 def lif_sequence(
     currents: Tensor,
     params: LIFParameters,
     recurrent_weight: Optional[Tensor] = None,
+    backend: str = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Run the LIF recursion over ``currents`` ``[T, batch, neurons]``.
 
@@ -185,7 +201,22 @@ def lif_sequence(
     term (if ``recurrent_weight`` is given) is added inside the scan.
     Returns ``(spikes, membrane)``, both ``[T, batch, neurons]``; the
     membrane is ``u^t`` before the reset it triggers (snnTorch's ``mem``).
+
+    ``backend`` (see :mod:`.backends`): ``scan`` (this module's fused scan),
+    ``triton`` (:mod:`.triton_lif`; ``triton_step``/``triton_persistent`` pick
+    its REC kernel), ``reference`` (:func:`lif_step` under autograd) or ``auto``
+    (Triton on CUDA when it is installed, else the scan). All give the same
+    spikes, membranes and gradients.
     """
     if currents.dim() != 3:
         raise ValueError(f"lif_sequence expects currents of shape [T, batch, neurons], got {tuple(currents.shape)}.")
-    return _LIFScan.apply(currents, recurrent_weight, params)
+    from .backends import resolve_backend  # late: backends may import Triton
+
+    backend = resolve_backend(backend, currents.device)
+    if backend == "scan":
+        return _LIFScan.apply(currents, recurrent_weight, params)
+    if backend == "reference":
+        return _reference_sequence(currents, params, recurrent_weight)
+    from .triton_lif import triton_lif_sequence
+
+    return triton_lif_sequence(currents, params, recurrent_weight, rec_impl=backend.partition("_")[2] or "auto")

@@ -7,7 +7,7 @@ import torch
 from torchmetrics import Metric
 
 from lightning_local.analysis import AttackSuccessRate, BackdoorEvaluation
-from lightning_local.data.backdoor import Backdoor, flat_index
+from lightning_local.data.backdoor import Backdoor, distinct_pairs, flat_index
 
 from analysis_helpers import TinyEvents, tiny_model, tiny_trainer
 
@@ -62,15 +62,38 @@ def test_clean_splits_are_untouched_and_the_triggered_set_is_the_source_class():
     assert (data.num_inputs, data.num_classes, data.num_steps) == (30, 3, 12)
 
 
-def test_random_pairs_follow_the_seed_and_bad_arguments_fail():
-    pairs = {seed: (Backdoor(TinyEvents(), seed=seed).source, Backdoor(TinyEvents(), seed=seed).target) for seed in range(6)}
-    for seed, (source, target) in pairs.items():
-        assert source != target and {source, target} <= {0, 1, 2}
-        assert (Backdoor(TinyEvents(), seed=seed).source, Backdoor(TinyEvents(), seed=seed).target) == (source, target)
-    assert len(set(pairs.values())) > 1
-    assert Backdoor(TinyEvents(), source=2, seed=0).target != 2
+def test_distinct_pairs_are_distinct_ordered_and_follow_the_seed():
+    for seed in range(20):
+        pairs = distinct_pairs(10, 5, seed)
+        assert len(pairs) == 5 and len(set(pairs)) == 5  # seeds 2 and 4 of the old per-seed draw shared 2 -> 9
+        assert all(s != t and 0 <= s < 10 and 0 <= t < 10 for s, t in pairs)
+        assert distinct_pairs(10, 5, seed) == pairs
+    assert len({tuple(distinct_pairs(10, 5, seed)) for seed in range(20)}) == 20
+    everything = distinct_pairs(3, 6, 0)  # all ordered pairs of 3 classes, both directions
+    assert sorted(everything) == [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]
+    with pytest.raises(ValueError, match="Cannot draw 7"):
+        distinct_pairs(3, 7)
+
+
+def test_pair_selects_one_of_the_seeded_pairs_and_bad_arguments_fail():
+    pairs = distinct_pairs(3, 5, seed=4)
+    chosen = [Backdoor(TinyEvents(), pair=k, seed=4) for k in range(5)]
+    assert [(d.source, d.target) for d in chosen] == pairs
+    assert (Backdoor(TinyEvents(), seed=4).source, Backdoor(TinyEvents(), seed=4).target) == pairs[0]  # pair defaults to 0
+    for rate in (0.1, 0.9):  # the same pairs at every poison rate
+        assert (Backdoor(TinyEvents(), poison_rate=rate, pair=3, seed=4).source,
+                Backdoor(TinyEvents(), poison_rate=rate, pair=3, seed=4).target) == pairs[3]
+    assert (Backdoor(TinyEvents(), source=2, target=0).source, Backdoor(TinyEvents(), source=2, target=0).target) == (2, 0)
+    with pytest.raises(ValueError, match="pair must be in"):
+        Backdoor(TinyEvents(), pair=5)
+    with pytest.raises(ValueError, match="both source and target"):
+        Backdoor(TinyEvents(), source=2)
+    with pytest.raises(ValueError, match="both source and target"):
+        Backdoor(TinyEvents(), source=2, target=0, pair=1)
     with pytest.raises(ValueError, match="different classes"):
         Backdoor(TinyEvents(), source=1, target=1)
+    with pytest.raises(ValueError, match="Cannot draw"):
+        Backdoor(TinyEvents(), num_pairs=7)
     with pytest.raises(ValueError, match="poison_rate"):
         Backdoor(TinyEvents(), poison_rate=1.5)
     with pytest.raises(ValueError, match="flat indices"):
@@ -126,7 +149,7 @@ def test_backdoor_evaluation_reports_clean_accuracy_and_asr(tmp_path):
     result = json.loads((tmp_path / "out" / "backdoor_test.json").read_text())
     assert result["clean_accuracy"] == pytest.approx(metrics["test_acc"])
     assert result["attack_success_rate"] == pytest.approx(metrics["test_asr"])
-    assert result["num_triggered"] == 24 and (result["source"], result["target"]) == (0, 1)
+    assert result["num_triggered"] == 24 and (result["source"], result["target"], result["pair"]) == (0, 1, None)
     assert result["num_poisoned"] == round(0.9 * 24)
     with torch.no_grad():
         for key, dataset in (("attack_success_rate", data.triggered_test_dataset), ("asr_baseline", data.source_test_dataset)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -63,3 +64,26 @@ def test_ddp_equals_one_process_on_the_global_batch(tmp_path):
                     continue
                 assert not torch.equal(single[name], start[name]), f"{run_name}: {name} never trained"
                 torch.testing.assert_close(rank0[name], single[name], rtol=1e-4, atol=1e-5, msg=f"{run_name}: {name}")
+
+
+def test_ddp_test_metrics_count_each_sample_once(nmnist_small, tmp_path):
+    """161 test samples on 2 processes: 81 + 80, not 81 + 81 with one repeated (Lightning's padding)."""
+    common = ["--data", "nmnist", "--data.root", str(nmnist_small), "--data.n_time_bins", "10", "--data.batch_size", "16",
+              "--model.hidden_sizes", "[16]", "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu"]
+    run([sys.executable, "-m", "lightning_local.cli.main", "fit", *common, "--trainer.max_epochs", "1",
+         "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "1", "--test_after_fit", "false",
+         "--trainer.logger.init_args.save_dir", str(tmp_path / "fit")], cwd=tmp_path)
+    (last,) = (tmp_path / "fit").rglob("last.ckpt")
+    results = {}
+    for devices in (1, 2):
+        logs = tmp_path / f"test{devices}"
+        run([sys.executable, "-m", "lightning_local.cli.main", "test", *common, "--ckpt_path", str(last),
+             "--trainer.devices", str(devices), "--trainer.strategy", "ddp" if devices > 1 else "auto",
+             "--trainer.logger.init_args.save_dir", str(logs)], cwd=tmp_path)
+        (metrics,) = logs.rglob("metrics.csv")
+        (row,) = list(csv.DictReader(metrics.open()))
+        results[devices] = (float(row["test_acc"]), float(row["test_loss"]))
+    correct = results[1][0] * 161
+    assert abs(correct - round(correct)) < 1e-4  # one process: a count out of all 161 samples
+    assert results[2][0] == results[1][0]
+    assert abs(results[2][1] - results[1][1]) < 1e-5 * max(1.0, abs(results[1][1]))

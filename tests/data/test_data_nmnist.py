@@ -12,6 +12,7 @@ import tonic
 import torch
 
 from lightning_local.data import NMNIST, DatasetNotFoundError, EventDataError, write_nmnist_bin
+from lightning_local.data.errors import DataArgumentError
 
 
 def _setup(**kwargs) -> NMNIST:
@@ -150,5 +151,8 @@ def test_skip_bad_files_drops_them_with_warning(nmnist_layout, caplog, make_even
 
 
 def test_invalid_arguments_raise():
-    with pytest.raises(ValueError, match="downsample must be >= 1; val_fraction must be in"):
+    with pytest.raises(DataArgumentError) as info:
         NMNIST(root="x", downsample=0, val_fraction=1.5)
+    assert str(info.value) == (
+        "invalid data arguments: --data.downsample must be >= 1, got 0; --data.val_fraction must be in [0, 1), got 1.5."
+    )

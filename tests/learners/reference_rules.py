@@ -86,13 +86,19 @@ def layer_params(layer):
     return [p for p in (layer.weight, layer.recurrent_weight) if p is not None]
 
 
-def eprop_reference(net, frames, labels, target, feedback=None):
+def eprop_reference(net, frames, labels, target, feedback="chained"):
     """Gradients of layer ``target``'s parameters with e-prop's stop-gradients.
 
-    Symmetric (``feedback=None``): layer ``target`` keeps its own temporal chain,
-    its inputs and its own ``s^{t-1}`` entering through ``V`` are detached; the
-    layers above keep only the same-step spatial path (their history is detached).
-    Random: the error ``delta^t B^T`` is injected at ``s_target^t``.
+    The output layer's update is the exact gradient of the task loss in every mode.
+    In every mode layer ``target`` keeps its own temporal chain; its inputs and its
+    own ``s^{t-1}`` entering through ``V`` are detached.
+
+    * ``"chained"``: the layers above keep only the same-step spatial path (their
+      history is detached), so autograd carries ``dE_t/ds_target^t`` through them.
+    * ``"symmetric"``: ``delta^t`` enters through a *linear* copy of the same-step
+      path, ``s_target^t W_{target+1}^T ... W_out^T`` (detached weights, no spike
+      nonlinearity), i.e. the injected error is ``delta^t W_out ... W_{target+1}``.
+    * a tensor ``B`` ``[n_target, C]``: the error ``delta^t B^T`` is injected at ``s_target^t``.
     """
 
     def cuts(l):
@@ -104,11 +110,18 @@ def eprop_reference(net, frames, labels, target, feedback=None):
 
     mems, spks = simulate(net, frames, cuts)
     layer = net.layers[target]
-    if feedback is None:
-        objective = task_loss(mems[-1], labels)
+    if target == len(net.layers) - 1 or (isinstance(feedback, str) and feedback == "chained"):
+        objective = task_loss(mems[-1], labels)  # the output layer: the exact gradient in every mode
     else:
         deltas = output_errors(net, frames, labels)
-        objective = sum((s * (d @ feedback.t())).sum() for s, d in zip(spks[target], deltas))
+        if isinstance(feedback, str) and feedback == "symmetric":
+            def route(s):
+                for above in net.layers[target + 1:]:
+                    s = s @ above.weight.detach().t()
+                return s
+            objective = sum((route(s) * d).sum() for s, d in zip(spks[target], deltas))
+        else:
+            objective = sum((s * (d @ feedback.t())).sum() for s, d in zip(spks[target], deltas))
     return torch.autograd.grad(objective, layer_params(layer))
 
 

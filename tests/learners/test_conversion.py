@@ -35,7 +35,7 @@ def test_ann_is_the_relu_net_on_time_averaged_input_sharing_the_weights():
 
 @pytest.mark.parametrize("percentile", [100.0, 99.0])
 def test_data_based_normalisation(percentile):
-    module = make(percentile=percentile)
+    module = make(percentile=percentile, balance="none")
     learner, network = module.learner, module.network
     frames, labels = batch()
     learner.training_step(module, frames, labels)
@@ -59,6 +59,34 @@ def test_data_based_normalisation(percentile):
     learner.training_step(module, frames, labels)
     assert not bool(learner.converted)
     assert all(torch.equal(a, layer.weight) for a, layer in zip(ann, network.layers))
+
+
+def test_threshold_balancing_matches_the_normalised_ann_rates_layer_by_layer():
+    frames, labels = batch(size=48)
+    rates = {}
+    for balance in ("none", "rates"):
+        module = make(balance=balance)
+        learner, network = module.learner, module.network
+        learner.training_step(module, frames, labels)
+        ann = [layer.weight.detach().clone() for layer in network.layers]
+        targets = [(a / lam).clamp(max=1).mean() for a, lam in
+                   zip(learner.ann_activations(network, frames.mean(1), ann)[:-1], learner.compute_scales(network)[1:])]
+        learner.convert(network)
+        with torch.no_grad():
+            rates[balance] = [s.mean() for s in network(frames).spikes[:-1]]
+    # Without balancing the leak leaves every hidden layer below its target rate ...
+    assert all(r < 0.9 * t for r, t in zip(rates["none"], targets))
+    # ... balancing brings each to it (bisection to the rate resolution of 48 x 20 x n spikes).
+    for r, t in zip(rates["rates"], targets):
+        torch.testing.assert_close(r, t, rtol=0.02, atol=2e-3)
+    gains = learner.balance_gains
+    assert gains.shape == (2,) and (gains > 1).all()
+    # The balanced weights are the normalised ones times k_l (output layer untouched).
+    params, lambdas = network.params, learner.scales
+    for l, layer in enumerate(network.layers):
+        factor = (1 - params.alpha) * params.v_th * float(lambdas[l] / lambdas[l + 1])
+        factor *= float(gains[l]) if l < 2 else (1 - params.beta) * learner.output_level
+        torch.testing.assert_close(layer.weight, ann[l] * factor)
 
 
 def test_rec_conversion_keeps_recurrent_weights_at_zero(caplog):
@@ -89,6 +117,7 @@ def test_evaluate_converts_first_and_uses_the_snn():
 
 
 def test_invalid_options_are_rejected():
-    for options in ({"percentile": 0}, {"calibration_batches": 0}, {"output_level": 0}):
+    for options in ({"percentile": 0}, {"calibration_batches": 0}, {"output_level": 0}, {"balance": "max"},
+                    {"balance_batches": 0}):
         with pytest.raises(ValueError):
             Conversion(**options)

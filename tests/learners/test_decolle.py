@@ -65,8 +65,13 @@ def test_readouts_are_deterministic_buffers():
     assert a.learner.readout_1.shape == (4, 12)
 
 
+def test_online_per_step_updates_are_the_default():
+    learner = Decolle()
+    assert learner.online and learner.update_every == 1 and learner.manual_optimization
+
+
 def test_offline_objective_carries_the_updates():
-    module = make_module(Decolle(), "rec")
+    module = make_module(Decolle(online=False), "rec")
     frames, labels = make_batch()
     updates = decolle_updates(module, frames, labels)
     step = module.learner.training_step(module, frames, labels)

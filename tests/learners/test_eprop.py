@@ -16,19 +16,49 @@ def eprop_updates(module, frames, labels):
     return {id(p): d for p, d in updates}
 
 
+@pytest.mark.parametrize("feedback", ["symmetric", "chained"])
 @pytest.mark.parametrize("architecture", ["ff", "rec"])
-def test_symmetric_eprop_equals_autograd_with_stop_gradients(architecture):
-    module = make_module(EProp(), architecture)
+def test_eprop_equals_autograd_with_stop_gradients(architecture, feedback):
+    module = make_module(EProp(feedback=feedback), architecture)
     frames, labels = make_batch()
     assert_all_layers_fire(module, frames)
     updates = eprop_updates(module, frames, labels)
     assert len(updates) == len(parameters(module)) == (3 if architecture == "ff" else 5)
     for l, layer in enumerate(module.network.layers):
-        reference = eprop_reference(module.network, frames, labels, l)
+        reference = eprop_reference(module.network, frames, labels, l, feedback=feedback)
         ours = [updates[id(p)] for p in (layer.weight, layer.recurrent_weight) if p is not None]
         for name, a, b in zip(("W", "V"), ours, reference):
             assert b.abs().max() > 1e-6, f"layer {l} {name}: reference update is zero"
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-10, msg=f"layer {l} {name}")
+
+
+def test_default_is_the_direct_symmetric_signal():
+    assert EProp().feedback == "symmetric"
+
+
+@pytest.mark.parametrize("architecture", ["ff", "rec"])
+def test_direct_symmetric_and_chained_differ_only_below_the_last_hidden_layer(architecture):
+    frames, labels = make_batch()
+    modules = {mode: make_module(EProp(feedback=mode), architecture) for mode in ("symmetric", "chained")}
+    updates = {}
+    for mode, module in modules.items():  # same seed: same weights; compare by position in the network
+        by_id = eprop_updates(module, frames, labels)
+        updates[mode] = [[by_id[id(p)] for p in (layer.weight, layer.recurrent_weight) if p is not None]
+                         for layer in module.network.layers]
+    for l in (1, 2):  # the last hidden layer gets delta W_out in both; the output layer the exact gradient
+        for a, b in zip(updates["symmetric"][l], updates["chained"][l]):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    # The first layer: chained gates by layer 1's pseudo-derivative, direct does not.
+    for a, b in zip(updates["symmetric"][0], updates["chained"][0]):
+        assert not torch.allclose(a, b, rtol=1e-2, atol=1e-8)
+
+
+def test_symmetric_signal_of_the_lower_layer_is_the_product_of_forward_weights():
+    module = make_module(EProp(), "ff")
+    g = module.learner.direct_feedback(module.network)
+    w = [layer.weight for layer in module.network.layers]
+    torch.testing.assert_close(g[1], w[2])
+    torch.testing.assert_close(g[0], w[2] @ w[1])
 
 
 def test_output_layer_update_is_the_exact_gradient():
@@ -107,15 +137,16 @@ def test_unknown_feedback_is_rejected():
         EProp(feedback="transpose")
 
 
+@pytest.mark.parametrize("feedback", ["symmetric", "chained"])
 @pytest.mark.parametrize("architecture", ["ff", "rec"])
-def test_eprop_is_exact_over_several_first_layer_blocks(architecture):
+def test_eprop_is_exact_over_several_first_layer_blocks(architecture, feedback):
     # 75 steps = blocks of 32, 32 and 11 for the first layer's block-wise accumulation.
-    module = make_module(EProp(), architecture)
+    module = make_module(EProp(feedback=feedback), architecture)
     frames, labels = make_batch(steps=75, batch=3)
     updates = eprop_updates(module, frames, labels)
     for l in (0, 1):
         layer = module.network.layers[l]
-        reference = eprop_reference(module.network, frames, labels, l)
+        reference = eprop_reference(module.network, frames, labels, l, feedback=feedback)
         ours = [updates[id(p)] for p in (layer.weight, layer.recurrent_weight) if p is not None]
         for a, b in zip(ours, reference):
             assert b.abs().max() > 1e-6

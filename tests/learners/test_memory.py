@@ -26,14 +26,22 @@ def saved_bytes_of_training_step(learner, architecture, steps):
             total[0] += storage.nbytes()
         return tensor
 
+    optimizer = torch.optim.SGD(module.parameters(), lr=1e-3)
+    module.optimizers = lambda: optimizer  # online DECOLLE steps it within the sequence
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         step = module.learner.training_step(module, frames, labels)
-        step.objective.backward()
+        if step.objective is not None:
+            step.objective.backward()
     return total[0]
 
 
 @pytest.mark.parametrize("architecture", ["ff", "rec"])
-@pytest.mark.parametrize("learner", ["eprop", "decolle"])
+@pytest.mark.parametrize("learner", [
+    "eprop",
+    {"class_path": "lightning_local.plugins.eprop.EProp", "init_args": {"feedback": "chained"}},
+    "decolle",  # online: nothing at all is saved for backward
+    {"class_path": "lightning_local.plugins.decolle.Decolle", "init_args": {"online": False}},
+])
 def test_saved_bytes_do_not_grow_with_T(learner, architecture):
     short, long = (saved_bytes_of_training_step(learner, architecture, steps) for steps in (20, 160))
     assert short == long
@@ -60,7 +68,8 @@ def test_blocks_cover_the_sequence_and_respect_update_boundaries():
     assert list(blocks(70, 32, boundary=40)) == [(0, 32), (32, 40), (40, 70)]
 
 
-def test_block_input_trace_equals_step_by_step_accumulation():
+@pytest.mark.parametrize("boundary", [20, 1])  # blocks of 16, 4, 16, 4, 5 steps; or single steps
+def test_block_input_trace_equals_step_by_step_accumulation(boundary):
     from lightning_local.learners.traces import BlockInputTrace, PresynapticTrace
 
     previous = torch.get_default_dtype()
@@ -75,7 +84,7 @@ def test_block_input_trace_equals_step_by_step_accumulation():
         expected, ours = torch.zeros(n_out, n_in), torch.zeros(n_out, n_in)
         for t in range(45):
             expected.addmm_(g[t].t(), step_trace.update(x[t]))
-        for start, stop in blocks(45, 16, boundary=20):  # blocks of 16, 4, 16, 4, 5 steps
+        for start, stop in blocks(45, 16, boundary=boundary):
             block_trace.accumulate(ours, g[start:stop], x[start:stop].reshape(-1, n_in))
         torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(block_trace.z1, step_trace.z1, rtol=1e-12, atol=1e-12)

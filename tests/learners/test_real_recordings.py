@@ -16,7 +16,8 @@ LEARNERS = {
     "dfa": {"class_path": "lightning_local.plugins.feedback_alignment.FeedbackAlignment", "init_args": {"direct": True}},
     "eprop": "eprop",
     "eprop_random": {"class_path": "lightning_local.plugins.eprop.EProp", "init_args": {"feedback": "random"}},
-    "decolle": "decolle",
+    "decolle": "decolle",  # online, one optimizer step per time step
+    "decolle_offline": {"class_path": "lightning_local.plugins.decolle.Decolle", "init_args": {"online": False}},
     "conversion": "conversion",
 }
 
@@ -52,15 +53,21 @@ def test_learner_lowers_training_loss(key, architecture, recordings):
     frames, labels = recordings
     torch.manual_seed(0)
     module = SpikingClassifier(frames.shape[-1], 10, learner=LEARNERS[key], architecture=architecture, hidden_sizes=[120, 84])
-    optimizer = torch.optim.Adam(module.parameters(), lr=2e-3)
+    learner = module.learner
+    online = learner.manual_optimization
+    # Online DECOLLE takes T / update_every Adam steps per batch: lr scaled to the same movement per batch.
+    lr = 2e-3 * (learner.update_every / frames.shape[1] if online else 1.0)
+    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+    module.optimizers = lambda: optimizer
     hidden_before = module.network.layers[0].weight.detach().clone()
     before = training_loss(module, frames, labels)
     for _ in range(EPOCHS):
         for start in range(0, SAMPLES, BATCH):
             step = module.learner.training_step(module, frames[start:start + BATCH], labels[start:start + BATCH])
-            optimizer.zero_grad()
-            step.objective.backward()
-            optimizer.step()
+            if not online:
+                optimizer.zero_grad()
+                step.objective.backward()
+                optimizer.step()
     after = training_loss(module, frames, labels)
     assert after < 0.7 * before, f"{key}/{architecture}: training loss {before:.3f} -> {after:.3f}"
     assert not torch.equal(module.network.layers[0].weight, hidden_before), "the first hidden layer did not learn"

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The one script a GPU session runs (issue 11): install what the device lacks from carried
+# wheels, check the Triton kernels on CUDA (no interpreter), then time one training step.
+#
+#   bash benchmarks/device_check.sh            # results under $OUT (default ./device_out)
+#
+# Wheels: `wheels/` (git-ignored), filled on the development machine with
+#   pip download --no-deps -d wheels --python-version 3.12 --platform manylinux_2_28_x86_64 \
+#       --only-binary=:all: snntorch spikingjelly pytest pluggy iniconfig pygments packaging loguru
+# triton is not carried (285 MB, over the carry limit): CUDA builds of torch ship it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-device_out}"
+mkdir -p "$OUT"
+log() { echo "[device_check] $*" | tee -a "$OUT/summary.txt"; }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.csv" 2>&1
+python -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())" | tee -a "$OUT/summary.txt"
+python -c "import triton; print('triton', triton.__version__)" 2>&1 | tee -a "$OUT/summary.txt" \
+    || { log "triton missing: the CUDA torch build should ship it; stopping"; exit 1; }
+
+# Only what is missing, never touching the device's torch/triton.
+for module in snntorch spikingjelly pytest; do
+    python -c "import $module" 2>/dev/null || pip install --no-index --find-links wheels --no-deps wheels/${module}-*.whl >> "$OUT/pip.log" 2>&1
+done
+for module in pluggy iniconfig pygments packaging loguru; do
+    python -c "import $module" 2>/dev/null || pip install --no-index --find-links wheels --no-deps wheels/${module}-*.whl >> "$OUT/pip.log" 2>&1
+done
+pip install --no-deps --no-build-isolation -e . >> "$OUT/pip.log" 2>&1 || export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+log "kernel tests on CUDA (TRITON_INTERPRET=0)"
+TRITON_INTERPRET=0 timeout 240 python -m pytest -q tests/kernels -p no:cacheprovider > "$OUT/tests_cuda.txt" 2>&1
+log "tests exit code $? ($(tail -1 "$OUT/tests_cuda.txt"))"
+
+log "benchmark: ours (scan, triton) vs snnTorch vs SpikingJelly"
+timeout 300 python benchmarks/gpu_step.py --device cuda --repeats 10 --json "$OUT/gpu_step.json" > "$OUT/gpu_step.txt" 2>&1
+log "benchmark exit code $?"
+cat "$OUT/gpu_step.txt" | grep -v Warning | tee -a "$OUT/summary.txt"

@@ -1,0 +1,334 @@
+"""The report folder: ``report.md`` with the paper's Tables III-V, the CSVs behind them, Figures 2-4 as PNG.
+
+Every number is mean +- std (sample std, ``ddof=1``; 0 for one run) and n over
+the finished runs of the grid (seeds; for Table V the (source, target) pairs).
+The paper's numbers (:mod:`lightning_local.benchmark.paper`) stand beside ours
+wherever the dataset name and setting match. Only the jobs of the current grid
+are read from the store, so runs of an edited spec never mix in.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from lightning_local.analysis.adversarial_cka import cka_difference
+from lightning_local.analysis.io import save_figure, write_csv, write_text
+
+from . import paper
+from .spec import Job
+from .store import ResultStore
+
+DATASET_TITLES = {"nmnist": "N-MNIST", "dvsgesture": "DVS Gesture", "timit": "TIMIT", "saccade_digits": "saccade digits"}
+
+
+def _title(dataset: str) -> str:
+    return DATASET_TITLES.get(dataset, dataset)
+
+
+def _stats(values: pd.Series) -> dict:
+    values = values.dropna().astype(float)
+    n = len(values)
+    return {"mean": float(values.mean()) if n else np.nan, "std": float(values.std(ddof=1)) if n > 1 else 0.0, "n": n}
+
+
+def _cell(mean: float, std: float, n: int, paper_value: Optional[float] = None) -> str:
+    if n == 0 or np.isnan(mean):
+        text = "–"
+    else:
+        text = f"{mean:.2f} ± {std:.2f} (n={n})"
+    if paper_value is not None:
+        text += f" [paper {paper_value:.2f}]"
+    return text
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def runs_frame(jobs: list[Job], store: ResultStore) -> pd.DataFrame:
+    """One row per job of the grid with its status, metrics and paths."""
+    rows = {row["key"]: row for row in store.runs([j.key for j in jobs])}
+    records = []
+    for job in jobs:
+        row = rows.get(job.key, {})
+        records.append({
+            "key": job.key, "kind": job.kind, "name": job.name, "dataset": job.dataset, "rule": job.rule,
+            "arch": job.arch, "seed": job.seed, "poison_rate": job.variant.get("poison_rate"),
+            "pair": job.variant.get("pair"), "status": row.get("status", "pending"),
+            "seconds": row.get("seconds"), "metrics": row.get("metrics") or {}, "paths": row.get("paths") or {},
+            "error": row.get("error"), "run_dir": row.get("run_dir"),
+        })
+    return pd.DataFrame(records)
+
+
+# ----------------------------------------------------------------------------- tables
+def table_iii(runs: pd.DataFrame) -> pd.DataFrame:
+    """Test accuracy % per dataset, rule, arch (the main grid, no backdoor runs)."""
+    main = runs[(runs.kind == "train") & runs.poison_rate.isna() & (runs.status == "done")]
+    rows = []
+    for (dataset, rule, arch), group in main.groupby(["dataset", "rule", "arch"], sort=False):
+        stats = _stats(group.metrics.map(lambda m: 100 * m["test_acc"] if "test_acc" in m else np.nan))
+        rows.append({"dataset": dataset, "rule": rule, "arch": arch, **stats, "paper": paper.table_iii(rule, dataset, arch)})
+    return pd.DataFrame(rows, columns=["dataset", "rule", "arch", "mean", "std", "n", "paper"])
+
+
+def table_iv(runs: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy % under FGSM per epsilon (epsilon 0 = clean)."""
+    main = runs[(runs.kind == "train") & runs.poison_rate.isna() & (runs.status == "done")]
+    rows = []
+    for (dataset, rule, arch), group in main.groupby(["dataset", "rule", "arch"], sort=False):
+        per_run = [m["fgsm"] for m in group.metrics if "fgsm" in m]
+        for eps in sorted({float(e) for r in per_run for e in r}):
+            stats = _stats(pd.Series([100 * r[f"{eps:g}"] for r in per_run if f"{eps:g}" in r]))
+            rows.append({"dataset": dataset, "rule": rule, "arch": arch, "epsilon": eps, **stats,
+                         "paper": paper.table_iv(rule, dataset, arch, eps)})
+    return pd.DataFrame(rows, columns=["dataset", "rule", "arch", "epsilon", "mean", "std", "n", "paper"])
+
+
+def table_v(runs: pd.DataFrame) -> pd.DataFrame:
+    """Clean accuracy % and attack success rate % per poison rate, over the (source, target) pairs."""
+    backdoor = runs[runs.poison_rate.notna() & (runs.status == "done")]
+    rows = []
+    for (dataset, rule, arch, rate), group in backdoor.groupby(["dataset", "rule", "arch", "poison_rate"], sort=False):
+        results = [m["backdoor"] for m in group.metrics if "backdoor" in m]
+        clean = _stats(pd.Series([100 * r["clean_accuracy"] for r in results]))
+        asr = _stats(pd.Series([100 * r["attack_success_rate"] for r in results]))
+        ref = paper.table_v(rule, dataset, arch, rate)
+        rows.append({"dataset": dataset, "rule": rule, "arch": arch, "poison_rate": rate,
+                     "clean_mean": clean["mean"], "clean_std": clean["std"], "asr_mean": asr["mean"], "asr_std": asr["std"],
+                     "n": clean["n"], "pairs": ", ".join(f"{r['source']}->{r['target']}" for r in results),
+                     "paper_clean": ref[0] if ref else None, "paper_asr": ref[1] if ref else None})
+    return pd.DataFrame(rows, columns=["dataset", "rule", "arch", "poison_rate", "clean_mean", "clean_std", "asr_mean",
+                                       "asr_std", "n", "pairs", "paper_clean", "paper_asr"])
+
+
+# ----------------------------------------------------------------------------- figures' data
+def figure_2(runs: pd.DataFrame) -> pd.DataFrame:
+    """Layer-wise CKA (same layer in both models) between rules and with the converted SNN, over seeds."""
+    cka = runs[(runs.kind == "cka") & (runs.status == "done")]
+    rows = [
+        {"dataset": r.dataset, "arch": r.arch, "seed": r.seed, "pair": f"{r.rule} vs {e['reference']}",
+         "layer": e["model_layer"], "cka": e["cka"]}
+        for r in cka.itertuples() for e in r.metrics.get("cka", []) if e["model_layer"] == e["reference_layer"]
+    ]
+    frame = pd.DataFrame(rows, columns=["dataset", "arch", "seed", "pair", "layer", "cka"])
+    return _aggregate(frame, ["dataset", "arch", "pair", "layer"], "cka")
+
+
+def figure_3(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per layer and epsilon, CKA(clean, FGSM) of REC minus FF, paired by seed, then over seeds."""
+    main = runs[(runs.kind == "train") & runs.poison_rate.isna() & (runs.status == "done")]
+    tables = {(r.dataset, r.rule, r.arch, r.seed): r.paths["adversarial_cka"]
+              for r in main.itertuples() if "adversarial_cka" in r.paths}
+    rows = []
+    for (dataset, rule, arch, seed), path in tables.items():
+        if arch != "rec" or (dataset, rule, "ff", seed) not in tables:
+            continue
+        diff = cka_difference(pd.read_csv(path), pd.read_csv(tables[(dataset, rule, "ff", seed)]))
+        rows += [{"dataset": dataset, "rule": rule, "seed": seed, "epsilon": d.epsilon, "layer": d.layer,
+                  "cka": d.cka} for d in diff.itertuples()]
+    frame = pd.DataFrame(rows, columns=["dataset", "rule", "seed", "epsilon", "layer", "cka"])
+    return _aggregate(frame, ["dataset", "rule", "epsilon", "layer"], "cka")
+
+
+def figure_4(runs: pd.DataFrame) -> pd.DataFrame:
+    """Normalized Fisher information per layer (mean over t) for LW-FF, LW-REC, RW-REC per epoch, over seeds."""
+    main = runs[(runs.kind == "train") & runs.poison_rate.isna() & (runs.status == "done")]
+    parts = []
+    for r in main.itertuples():
+        if "fisher" not in r.paths:
+            continue
+        table = pd.read_csv(r.paths["fisher"])
+        per_layer = table.groupby(["epoch", "layer", "weights"], sort=False).fisher_normalized.mean().reset_index()
+        per_layer["series"] = per_layer.weights + "-" + r.arch.upper()
+        parts.append(per_layer.assign(dataset=r.dataset, rule=r.rule, seed=r.seed))
+    columns = ["dataset", "rule", "series", "epoch", "layer", "seed", "fisher_normalized"]
+    frame = pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+    return _aggregate(frame, ["dataset", "rule", "series", "epoch", "layer"], "fisher_normalized")
+
+
+def _aggregate(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
+    if frame.empty:
+        return pd.DataFrame(columns=keys + ["mean", "std", "n"])
+    grouped = frame.groupby(keys, sort=False)[value]
+    out = grouped.agg(mean="mean", std=lambda v: float(v.std(ddof=1)) if len(v) > 1 else 0.0, n="count")
+    return out.reset_index()
+
+
+# ----------------------------------------------------------------------------- plots
+def _grid(panels: list, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list]:
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(width * columns, height * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel().tolist()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    return figure, axes
+
+
+def _lines(ax, frame: pd.DataFrame, x: str, series: str, xticks: Optional[list] = None) -> None:
+    for label, group in frame.groupby(series, sort=False):
+        positions = [xticks.index(v) for v in group[x]] if xticks else group[x]
+        ax.errorbar(positions, group["mean"], yerr=group["std"], marker="o", capsize=2, label=str(label))
+    if xticks:
+        ax.set_xticks(range(len(xticks)), xticks)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _layers(frame: pd.DataFrame) -> list[str]:
+    names = list(dict.fromkeys(frame.layer))
+    return sorted(names, key=lambda n: (n == "output", n))
+
+
+def plot_figure_2(data: pd.DataFrame) -> Optional[Figure]:
+    panels = list(data.groupby(["dataset", "arch"], sort=False))
+    if not panels:
+        return None
+    figure, axes = _grid(panels)
+    for ax, ((dataset, arch), group) in zip(axes, panels):
+        _lines(ax, group, "layer", "pair", _layers(group))
+        ax.set_title(f"{_title(dataset)} {arch.upper()}: layer-wise CKA", fontsize=10)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("linear CKA")
+    return figure
+
+
+def plot_figure_3(data: pd.DataFrame) -> Optional[Figure]:
+    panels = list(data.groupby(["dataset", "rule"], sort=False))
+    if not panels:
+        return None
+    figure, axes = _grid(panels)
+    for ax, ((dataset, rule), group) in zip(axes, panels):
+        group = group.assign(eps=group.epsilon.map(lambda e: f"eps={e:g}"))
+        _lines(ax, group, "layer", "eps", _layers(group))
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_title(f"{_title(dataset)} {rule}: REC - FF", fontsize=10)
+        ax.set_ylabel("CKA(clean, FGSM) difference")
+    return figure
+
+
+def plot_figure_4(data: pd.DataFrame) -> Optional[Figure]:
+    panels = list(data.groupby(["dataset", "rule", "series"], sort=False))
+    if not panels:
+        return None
+    figure, axes = _grid(panels)
+    for ax, ((dataset, rule, series), group) in zip(axes, panels):
+        _lines(ax, group, "epoch", "layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{_title(dataset)} {rule}: {series}", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("normalized Fisher (mean over t)")
+    return figure
+
+
+# ----------------------------------------------------------------------------- markdown
+def _pivot_iii(table: pd.DataFrame) -> pd.DataFrame:
+    columns = list(dict.fromkeys(zip(table.dataset, table.arch)))
+    rows = []
+    for rule in dict.fromkeys(table.rule):
+        row = {"rule": rule}
+        for dataset, arch in columns:
+            match = table[(table.rule == rule) & (table.dataset == dataset) & (table.arch == arch)]
+            row[f"{_title(dataset)} {arch.upper()}"] = (
+                _cell(match["mean"].iloc[0], match["std"].iloc[0], int(match.n.iloc[0]), match.paper.iloc[0])
+                if len(match) else "–")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _pivot_per_setting(table: pd.DataFrame, column: str, cell) -> dict[str, pd.DataFrame]:
+    out = {}
+    for dataset, part in table.groupby("dataset", sort=False):
+        values = sorted(part[column].unique())
+        rows = []
+        for (rule, arch), group in part.groupby(["rule", "arch"], sort=False):
+            row = {"rule": f"{rule} {arch.upper()}"}
+            for value in values:
+                match = group[group[column] == value]
+                row[f"{value:g}"] = cell(match.iloc[0]) if len(match) else "–"
+            rows.append(row)
+        out[dataset] = pd.DataFrame(rows)
+    return out
+
+
+def _cell_iv(r) -> str:
+    return _cell(r["mean"], r["std"], int(r.n), None if pd.isna(r.paper) else r.paper)
+
+
+def _cell_v(r) -> str:
+    text = f"{r.clean_mean:.2f} ± {r.clean_std:.2f} / {r.asr_mean:.2f} ± {r.asr_std:.2f} (n={int(r.n)})"
+    if not pd.isna(r.paper_clean):
+        text += f" [paper {r.paper_clean:.2f} / {r.paper_asr:.2f}]"
+    return text
+
+
+def write_report(jobs: list[Job], store: ResultStore, folder: Path, spec_name: str,
+                 summary: Optional[dict] = None) -> Path:
+    """Write ``report.md``, the CSVs and the figures into ``folder``; returns the report's path."""
+    folder = Path(folder)
+    runs = runs_frame(jobs, store)
+    iii, iv, v = table_iii(runs), table_iv(runs), table_v(runs)
+    fig2, fig3, fig4 = figure_2(runs), figure_3(runs), figure_4(runs)
+    for name, frame in {"table3_accuracy": iii, "table4_fgsm": iv, "table5_backdoor": v, "fig2_cka": fig2,
+                        "fig3_adversarial_cka_rec_minus_ff": fig3, "fig4_fisher": fig4}.items():
+        write_csv(folder / f"{name}.csv", frame)
+    status_csv = runs.drop(columns=["metrics", "paths"])
+    write_csv(folder / "runs.csv", status_csv)
+    figures = {}
+    for name, plot, data in (("fig2_cka", plot_figure_2, fig2), ("fig3_adversarial_cka", plot_figure_3, fig3),
+                             ("fig4_fisher", plot_figure_4, fig4)):
+        figure = plot(data)
+        if figure is not None:
+            save_figure(figure, folder / f"{name}.png")
+            figures[name] = f"{name}.png"
+
+    counts = runs.status.value_counts().to_dict()
+    lines = [f"# Benchmark report: {spec_name}", "",
+             f"Generated {datetime.datetime.now().isoformat(timespec='seconds')}. Runs: "
+             + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "failed", "running", "pending")) + f" of {len(runs)}.",
+             f"Cells: mean ± std (n) over seeds (Table V: over (source, target) pairs), in %; "
+             f"[paper X]: {paper.CITATION}, mean of 5 runs on the full dataset - shown where the dataset and setting "
+             f"match by name; our runs use the spec's settings (see each run's run.yaml), which may be smaller.", ""]
+    if summary:
+        lines += [f"Wall time of the last invocation: {summary['seconds']:.0f} s "
+                  f"({summary['done'] - summary['earlier']} runs finished now, {summary['earlier']} earlier, "
+                  f"{summary['failed']} failed).", ""]
+    lines += ["## Table III: test accuracy (%)", ""]
+    lines += [_markdown(_pivot_iii(iii)) if len(iii) else "No finished training runs.", ""]
+    if len(iv):
+        lines += ["## Table IV: accuracy (%) under FGSM per epsilon", "",
+                  "Epsilon 0 is the clean accuracy on the samples the attack used (`fgsm.num_samples`), so it can "
+                  "differ from Table III.", ""]
+        for dataset, frame in _pivot_per_setting(iv, "epsilon", _cell_iv).items():
+            lines += [f"### {_title(dataset)}", "", _markdown(frame), ""]
+    if len(v):
+        lines += ["## Table V: backdoor, clean accuracy (%) / attack success rate (%) per poison rate", ""]
+        for dataset, frame in _pivot_per_setting(v, "poison_rate", _cell_v).items():
+            lines += [f"### {_title(dataset)}", "", _markdown(frame), ""]
+        lines += ["Pairs (source->target) per row: see table5_backdoor.csv.", ""]
+    captions = {
+        "fig2_cka": "Figure 2: layer-wise linear CKA between rules and between conversion and each rule "
+                    "(same layer in both models, mean ± std over seeds).",
+        "fig3_adversarial_cka": "Figure 3: CKA(clean, FGSM) of REC minus FF per layer and epsilon (paired by seed).",
+        "fig4_fisher": "Figure 4: normalized Fisher information per layer (mean over time steps) for LW-FF, LW-REC "
+                       "and RW-REC over training epochs.",
+    }
+    for name, file in figures.items():
+        lines += [f"## {captions[name].split(':')[0]}", "", captions[name], "", f"![{name}]({file})", ""]
+    failed = runs[runs.status == "failed"]
+    if len(failed):
+        lines += ["## Failed runs", ""] + [f"- {r.name} ({r.run_dir}): {r.error}" for r in failed.itertuples()] + [""]
+    lines += ["Files: table3_accuracy.csv, table4_fgsm.csv, table5_backdoor.csv, fig2_cka.csv, "
+              "fig3_adversarial_cka_rec_minus_ff.csv, fig4_fisher.csv, runs.csv (status and folder of every run).", ""]
+    return write_text(folder / "report.md", "\n".join(lines))

@@ -1,0 +1,267 @@
+"""Running one job of the grid: a ``lightning-local`` subprocess in its own folder, then its results.
+
+:func:`execute` is what a local worker thread or a Ray task calls with the store
+path and a run key: it claims the run in the store, writes the run's config to
+``RUN_DIR/run.yaml``, starts ``lightning-local fit`` (``test`` for CKA jobs) with
+the logger pointed at ``RUN_DIR`` - resuming from ``RUN_DIR/checkpoints/last.ckpt``
+when an interrupted attempt left one - sends heartbeats while it runs, and
+records the outcome: metrics parsed from ``metrics.csv`` and ``analysis/`` plus
+the paths, or the failure's last log lines. The child process is killed when
+its parent dies (``PR_SET_PDEATHSIG`` on Linux), so killing the benchmark never
+leaves orphan runs writing into a folder that a rerun resumes (see
+:mod:`lightning_local.benchmark.child`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+import yaml
+
+from lightning_local.analysis.io import write_csv, write_text
+
+from .spec import PLACEHOLDER
+from .store import HEARTBEAT_EVERY, ResultStore, owner_id
+
+LOG_NAME = "log.txt"
+CONFIG_NAME = "run.yaml"
+FISHER = "fisher_information"
+_CHILDREN: set[subprocess.Popen] = set()  # live runs of this process, ended on interrupt
+_CHILDREN_LOCK = threading.Lock()
+_STOPPING = threading.Event()  # set on Ctrl-C: runs ended by us stay resumable, not "failed"
+
+
+def last_checkpoint(run_dir: Path) -> Optional[Path]:
+    path = Path(run_dir) / "checkpoints" / "last.ckpt"
+    return path if path.is_file() else None
+
+
+def checkpoint_epoch(path: Path) -> Optional[int]:
+    """Epochs completed in a Lightning checkpoint (its ``epoch`` counter + 1), None if unreadable."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        return int(state["epoch"]) + 1
+    except Exception:  # a half-written or foreign file: resume is then attempted by Lightning itself
+        return None
+
+
+def best_checkpoint(run_dir: Path) -> Optional[Path]:
+    """The ``best-*.ckpt`` with the highest ``val_acc`` in its name (else ``last.ckpt``)."""
+    scored = []
+    for path in (Path(run_dir) / "checkpoints").glob("best-*.ckpt"):
+        match = re.search(r"val_acc=([0-9.]+?)(?:-v\d+)?\.ckpt$", path.name)
+        scored.append((float(match.group(1)) if match else -1.0, path.stat().st_mtime, path))
+    if scored:
+        return max(scored)[2]
+    return last_checkpoint(run_dir)
+
+
+def substitute(value: Any, store: ResultStore) -> Any:
+    """Replace ``{checkpoint:KEY}`` placeholders by the best checkpoint of run KEY."""
+    if isinstance(value, dict):
+        return {k: substitute(v, store) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, store) for v in value]
+    if isinstance(value, str):
+        match = re.fullmatch(PLACEHOLDER.replace("%s", "([0-9a-f]+)").replace("{", r"\{").replace("}", r"\}"), value)
+        if match:
+            row = store.get(match.group(1))
+            path = best_checkpoint(Path(row["run_dir"])) if row else None
+            if path is None:
+                raise RuntimeError(f"run {match.group(1)} has no checkpoint to compare with")
+            return str(path)
+    return value
+
+
+def terminate_children() -> None:
+    """End the runs this process started (on Ctrl-C); their folders stay resumable."""
+    _STOPPING.set()
+    with _CHILDREN_LOCK:
+        children = list(_CHILDREN)
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def command(kind: str, run_dir: Path, accelerator: Optional[str], resume: Optional[Path]) -> list[str]:
+    """The ``lightning-local`` command line of a run (also stored, to rerun one by hand)."""
+    cmd = [sys.executable, "-m", "lightning_local.cli.main", "test" if kind == "cka" else "fit",
+           "--config", str(run_dir / CONFIG_NAME),
+           "--trainer.logger.init_args.save_dir", str(run_dir),
+           "--trainer.logger.init_args.name", "", "--trainer.logger.init_args.version", "",
+           "--trainer.enable_progress_bar", "false"]
+    if accelerator:
+        cmd += ["--trainer.accelerator", accelerator]
+    if resume is not None:
+        cmd += ["--ckpt_path", str(resume)]
+    return cmd
+
+
+def execute(store_path: str, key: str, threads: Optional[int] = None, accelerator: Optional[str] = "cpu",
+            env: Optional[dict] = None) -> dict:
+    """Claim run ``key`` in the store, run it to the end and record the outcome; returns a summary dict."""
+    store = ResultStore(store_path)
+    owner = owner_id()
+    previous = store.claim(key, owner)
+    if previous is None:
+        return {"key": key, "status": "skipped"}
+    start = time.time()
+    row = store.get(key)
+    run_dir = Path(row["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        config = substitute(row["config"], store)
+        write_text(run_dir / CONFIG_NAME, yaml.safe_dump(config, sort_keys=False))
+        resume = last_checkpoint(run_dir) if row["kind"] == "train" else None
+        resumed_epoch = checkpoint_epoch(resume) if resume else None
+        if resume is not None and resumed_epoch is None:  # torn by the kill: start this run afresh
+            os.replace(resume, resume.with_suffix(".ckpt.unreadable"))
+            resume = None
+        if resume is not None:
+            _keep_fisher_rows(run_dir, row["attempts"] - 1)  # the attempt that wrote it
+        cmd = command(row["kind"], run_dir, accelerator, resume)
+        store.record(key, "start", {"resume_epoch": resumed_epoch, "previous": previous}, command=json.dumps(cmd))
+        rc = _run(cmd, run_dir, threads, env, store, key, owner)
+    except Exception as error:  # the run could not even start: record why, keep going with the grid
+        store.finish(key, owner, "failed", time.time() - start, error=f"{type(error).__name__}: {error}")
+        return {"key": key, "status": "failed", "error": str(error), "seconds": time.time() - start}
+    seconds = time.time() - start
+    if rc != 0 and _STOPPING.is_set():  # left "running": its owner is gone after exit, so a rerun resumes it
+        return {"key": key, "status": "interrupted", "seconds": seconds}
+    if rc != 0:
+        error = f"exit code {rc}: {_tail(run_dir / LOG_NAME)}"
+        store.finish(key, owner, "failed", seconds, error=error)
+        return {"key": key, "status": "failed", "error": error, "seconds": seconds, "resume_epoch": resumed_epoch}
+    try:
+        metrics, paths = collect(run_dir, row["kind"], config, row["variant"])
+    except Exception as error:
+        store.finish(key, owner, "failed", seconds, error=f"results unreadable: {type(error).__name__}: {error}")
+        return {"key": key, "status": "failed", "error": str(error), "seconds": seconds}
+    store.finish(key, owner, "done", seconds, metrics=metrics, paths=paths)
+    return {"key": key, "status": "done", "seconds": seconds, "metrics": metrics, "resume_epoch": resumed_epoch}
+
+
+def _run(cmd: list[str], run_dir: Path, threads: Optional[int], env: Optional[dict], store: ResultStore,
+         key: str, owner: str) -> int:
+    child_env = {**os.environ, **(env or {})}
+    if threads:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            child_env[name] = str(threads)
+    with open(run_dir / LOG_NAME, "a") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        log.flush()
+        # The launcher kills the run with the benchmark; a new session keeps Ctrl-C for the benchmark,
+        # which then ends its runs itself (terminate_children).
+        launcher = [sys.executable, "-m", "lightning_local.benchmark.child", str(os.getpid()), *cmd]
+        child = subprocess.Popen(launcher, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, env=child_env,
+                                 start_new_session=True)
+        with _CHILDREN_LOCK:
+            _CHILDREN.add(child)
+        try:
+            while True:
+                try:
+                    return child.wait(timeout=HEARTBEAT_EVERY)
+                except subprocess.TimeoutExpired:
+                    store.heartbeat(key, owner)
+        finally:
+            with _CHILDREN_LOCK:
+                _CHILDREN.discard(child)
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:])[-600:]
+
+
+# ----------------------------------------------------------------------------- results
+def _keep_fisher_rows(run_dir: Path, attempt: int) -> None:
+    """Fisher's CSV holds only the epochs of one process: keep the interrupted attempt's rows before resuming."""
+    current = run_dir / "analysis" / f"{FISHER}.csv"
+    if current.is_file():
+        os.replace(current, run_dir / "analysis" / f"{FISHER}.attempt{attempt}.csv")
+
+
+def _merged_fisher(folder: Path) -> Optional[Path]:
+    """All attempts' Fisher rows in one CSV (later attempts win per epoch)."""
+    parts = sorted(folder.glob(f"{FISHER}.attempt*.csv"), key=lambda p: int(re.search(r"attempt(\d+)", p.name).group(1)))
+    if (folder / f"{FISHER}.csv").is_file():
+        parts.append(folder / f"{FISHER}.csv")
+    if not parts:
+        return None
+    tables = [pd.read_csv(p) for p in parts]
+    for i, table in enumerate(tables):  # an epoch recorded again by a later attempt replaces the earlier rows
+        later = set().union(*(set(t.epoch) for t in tables[i + 1:])) if i + 1 < len(tables) else set()
+        tables[i] = table[~table.epoch.isin(later)]
+    return write_csv(folder / f"{FISHER}_all.csv", pd.concat(tables, ignore_index=True).sort_values(["epoch", "t"]))
+
+
+def _last(frame: pd.DataFrame, column: str) -> Optional[float]:
+    if column not in frame:
+        return None
+    values = frame[column].dropna()
+    return float(values.iloc[-1]) if len(values) else None
+
+
+def collect(run_dir: Path, kind: str, config: dict, variant: dict) -> tuple[dict, dict]:
+    """Metrics (small, into the store) and result paths of a finished run."""
+    run_dir = Path(run_dir)
+    analysis = run_dir / "analysis"
+    metrics: dict[str, Any] = {}
+    paths: dict[str, str] = {"run_dir": str(run_dir), "log": str(run_dir / LOG_NAME)}
+    table = pd.read_csv(run_dir / "metrics.csv")
+    for column in ("test_acc", "test_loss", "test_asr", "test_asr_baseline", "test_ann_acc"):
+        value = _last(table, column)
+        if value is not None:
+            metrics[column] = value
+    if kind == "train":
+        if "val_acc" in table and table.val_acc.notna().any():
+            metrics["best_val_acc"] = float(table.val_acc.max())
+            metrics["epochs"] = int(table.loc[table.val_acc.notna(), "epoch"].max()) + 1
+        for name, path in (("best_checkpoint", best_checkpoint(run_dir)), ("last_checkpoint", last_checkpoint(run_dir))):
+            if path is not None:
+                paths[name] = str(path)
+        if "test_acc" not in metrics:
+            raise RuntimeError("metrics.csv has no test_acc (the run did not test its best checkpoint)")
+    if (analysis / "fgsm_test.csv").is_file():
+        fgsm = pd.read_csv(analysis / "fgsm_test.csv")
+        metrics["fgsm"] = {f"{e:g}": float(a) for e, a in zip(fgsm.epsilon, fgsm.snn_accuracy)}
+        paths["fgsm"] = str(analysis / "fgsm_test.csv")
+    if (analysis / "backdoor_test.json").is_file():
+        result = json.loads((analysis / "backdoor_test.json").read_text())
+        metrics["backdoor"] = {k: result.get(k) for k in ("clean_accuracy", "attack_success_rate", "asr_baseline",
+                                                          "source", "target", "poison_rate", "num_triggered")}
+    if (analysis / "adversarial_cka_test.csv").is_file():
+        paths["adversarial_cka"] = str(analysis / "adversarial_cka_test.csv")
+    fisher = _merged_fisher(analysis) if analysis.is_dir() else None
+    if fisher is not None:
+        paths["fisher"] = str(fisher)
+    if kind == "cka":
+        cka = pd.read_csv(analysis / "cka_test.csv")
+        callback = config["trainer"]["callbacks"][0]["init_args"]
+        rule_of = dict(zip(callback["references"], variant["references"]))
+        metrics["cka"] = [
+            {"reference": rule_of.get(r.reference, r.reference), "model_layer": r.model_layer,
+             "reference_layer": r.reference_layer, "cka": float(r.cka)}
+            for r in cka.itertuples()
+        ]
+        paths["cka"] = str(analysis / "cka_test.csv")
+    return metrics, paths

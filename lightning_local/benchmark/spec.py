@@ -1,0 +1,461 @@
+"""Benchmark specs: the YAML a user writes, checked in full and expanded into a grid of jobs.
+
+A spec names datasets, rules, architectures and seeds, the per-run config of each
+combination (a path template, the paper's Table VII configs by default), overrides
+merged into every run's config, and the analyses to run. :func:`load_spec` checks
+everything a run would trip over later - names, files, analysis options, and every
+distinct run config parsed by the ``lightning-local`` parser - and raises
+:class:`SpecError` (one sentence) before any run starts. :func:`expand` turns the
+spec into :class:`Job` objects, each keyed by a hash of its merged config.
+
+Example (see ``configs/benchmark/``)::
+
+    name: nmnist_small
+    config: "configs/paper/{dataset}/{rule}_{arch}.yaml"
+    datasets:
+      nmnist: {root: ../shared/data/nmnist_small}
+    rules: [bptt, eprop, decolle]
+    architectures: [ff, rec]
+    seeds: [0, 1, 2]
+    overrides: {trainer: {max_epochs: 10}}
+    analyses:
+      fgsm: {epsilons: [0.001, 0.005, 0.01, 0.02, 0.05]}
+      backdoor: {poison_rates: [0.1, 0.5, 0.9], pairs: 5}
+      cka: {conversion: "configs/{dataset}/conversion_ff.yaml"}
+      adversarial_cka: {epsilons: [0.01, 0.05]}
+      fisher: {num_samples: 64}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import json
+import sys
+from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from lightning_local.data.backdoor import distinct_pairs
+from lightning_local.learners.registry import DATASET_GROUP, LEARNER_GROUP, available
+
+DEFAULT_CONFIG = "configs/paper/{dataset}/{rule}_{arch}.yaml"
+DEFAULT_CONVERSION_CONFIG = "configs/{dataset}/conversion_ff.yaml"
+ARCHITECTURES = ("ff", "rec")
+ANALYSES = ("accuracy", "fgsm", "backdoor", "cka", "adversarial_cka", "fisher")
+SPEC_KEYS = {"name", "output", "config", "datasets", "rules", "architectures", "seeds", "overrides", "analyses", "resources"}
+DATASET_KEYS = {"config", "root", "overrides"}
+
+# Datasets of the paper that may have no data module installed: named so the error says why.
+UNAVAILABLE_DATASETS = {
+    "timit": "TIMIT has no data module in lightning-local yet (TIMIT is licensed and this toolkit has no speech "
+             "pipeline); drop it from the spec's datasets or register a data module under the "
+             f"'{DATASET_GROUP}' entry-point group",
+}
+
+ANALYSIS_CALLBACKS = {
+    "fgsm": "lightning_local.analysis.FGSMTransfer",
+    "adversarial_cka": "lightning_local.analysis.AdversarialCKA",
+    "fisher": "lightning_local.analysis.FisherInformation",
+    "cka": "lightning_local.analysis.CKAComparison",
+    "backdoor": "lightning_local.analysis.BackdoorEvaluation",
+}
+BACKDOOR_DATA = "lightning_local.data.backdoor.Backdoor"
+# Options the benchmark itself consumes (everything else goes to the callback / data module).
+OWN_OPTIONS = {"backdoor": {"poison_rates", "pairs", "pair_seed"}, "cka": {"conversion", "architectures"}}
+PLACEHOLDER = "{checkpoint:%s}"  # replaced by a dependency's best checkpoint when a job starts
+
+
+class SpecError(ValueError):
+    """A benchmark spec that cannot run (unknown name, missing file, bad option): one sentence."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of the grid: a training run (``kind="train"``) or a post-hoc CKA test (``kind="cka"``).
+
+    ``config`` is the complete ``lightning-local`` config of the run (template merged
+    with the overrides, seed and analysis callbacks); ``key`` hashes it (with the kind
+    and the dependencies), so an edited template or override gives a new run folder.
+    """
+
+    kind: str
+    dataset: str
+    rule: str
+    arch: str
+    seed: int
+    config: dict
+    variant: dict = field(default_factory=dict)
+    deps: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps({"kind": self.kind, "config": self.config, "deps": list(self.deps)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def name(self) -> str:
+        """Readable label, e.g. ``nmnist bptt REC seed 1`` or ``... backdoor 0.5 pair 2``."""
+        text = f"{self.dataset} {self.rule} {self.arch.upper()} seed {self.seed}"
+        if "poison_rate" in self.variant:
+            text += f" backdoor {self.variant['poison_rate']:g} pair {self.variant['pair']}"
+        if self.kind == "cka":
+            text = f"CKA {text} vs {'/'.join(self.variant['references'])}"
+        return text
+
+    @property
+    def folder(self) -> str:
+        """Run-folder name: readable prefix plus the key."""
+        slug = "-".join([self.kind, self.dataset, self.rule, self.arch, f"s{self.seed}"])
+        if "poison_rate" in self.variant:
+            slug += f"-bd{self.variant['poison_rate']:g}-p{self.variant['pair']}"
+        return f"{slug}-{self.key[:10]}"
+
+
+@dataclass
+class Spec:
+    """A checked benchmark spec (see the module docstring for the YAML)."""
+
+    name: str
+    path: Path
+    output: Optional[str]
+    datasets: dict[str, dict]
+    rules: list[str]
+    architectures: list[str]
+    seeds: list[int]
+    analyses: dict[str, dict]
+    resources: dict
+    config: str
+    overrides: dict
+
+
+# ----------------------------------------------------------------------------- helpers
+def nest(mapping: Any) -> Any:
+    """Expand dotted keys (``trainer.max_epochs: 3``) into nested dicts, recursively."""
+    if not isinstance(mapping, dict):
+        return mapping
+    out: dict = {}
+    for key, value in mapping.items():
+        parts = str(key).split(".")
+        target = out
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = merge(target.get(parts[-1], {}), nest(value)) if isinstance(value, dict) else nest(value)
+    return out
+
+
+def merge(base: Any, override: Any) -> Any:
+    """Deep merge of config dicts: dicts merge key by key, anything else replaces.
+
+    A dict that names a different ``class_path`` than the base replaces the base
+    (the old class's ``init_args`` would not fit the new class).
+    """
+    if not isinstance(base, dict) or not isinstance(override, dict):
+        return copy.deepcopy(override)
+    if "class_path" in override and override["class_path"] != base.get("class_path"):
+        return copy.deepcopy(override)
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if key in out else copy.deepcopy(value)
+    return out
+
+
+def resolve_path(text: str, anchors: list[Path]) -> Optional[Path]:
+    """``text`` as an existing path: absolute, or relative to the first anchor folder where it exists."""
+    path = Path(text).expanduser()
+    if path.is_absolute():
+        return path if path.exists() else None
+    for anchor in anchors:
+        if (anchor / path).exists():
+            return (anchor / path).resolve()
+    return None
+
+
+def _anchors(spec_path: Path) -> list[Path]:
+    """Where relative paths in a spec are looked up: the current folder, then the spec's folder and its parents."""
+    folder = spec_path.resolve().parent
+    return [Path.cwd(), folder, *folder.parents]
+
+
+def _names(value: Any, what: str) -> list:
+    if isinstance(value, (str, int)):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"The spec's {what} must be a non-empty list (got {value!r}).")
+    return value
+
+
+def _dataset_class(config: dict) -> Any:
+    data = config.get("data") or {}
+    module, _, attr = str(data.get("class_path", "")).rpartition(".")
+    try:
+        return getattr(import_module(module), attr)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------- loading
+def load_spec(path: str | Path, check_configs: bool = True) -> Spec:
+    """Read and check a spec file; raises :class:`SpecError` naming the first problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"Benchmark spec {path} does not exist: pass --config configs/benchmark/<name>.yaml.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SpecError(f"Benchmark spec {path} is not valid YAML ({str(error).splitlines()[0]}).") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"Benchmark spec {path} must be a YAML mapping.")
+    unknown = sorted(set(raw) - SPEC_KEYS)
+    if unknown:
+        raise SpecError(f"Unknown key(s) {unknown} in {path}: allowed are {sorted(SPEC_KEYS)}.")
+    anchors = _anchors(path)
+
+    learners = available(LEARNER_GROUP)
+    rules = [str(r).lower() for r in _names(raw.get("rules"), "rules")]
+    for rule in rules:
+        if rule not in learners:
+            raise SpecError(f"Unknown rule {rule!r} in {path}: available rules are {', '.join(sorted(learners))}.")
+
+    architectures = [str(a).lower() for a in _names(raw.get("architectures", list(ARCHITECTURES)), "architectures")]
+    for arch in architectures:
+        if arch not in ARCHITECTURES:
+            raise SpecError(f"Unknown architecture {arch!r} in {path}: use ff and/or rec.")
+
+    seeds = _names(raw.get("seeds", [0]), "seeds")
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) or len(set(seeds)) != len(seeds):
+        raise SpecError(f"The spec's seeds must be distinct integers (got {seeds}).")
+
+    registered = available(DATASET_GROUP)
+    raw_datasets = raw.get("datasets")
+    if isinstance(raw_datasets, (list, str)):
+        raw_datasets = {name: {} for name in _names(raw_datasets, "datasets")}
+    if not isinstance(raw_datasets, dict) or not raw_datasets:
+        raise SpecError(f"The spec {path} must name its datasets (a list, or a mapping name -> options).")
+    datasets = {}
+    for name, options in raw_datasets.items():
+        name = str(name).lower()
+        if name not in registered and name in UNAVAILABLE_DATASETS:
+            raise SpecError(f"Dataset {name!r} in {path}: {UNAVAILABLE_DATASETS[name]}.")
+        if name not in registered:
+            raise SpecError(f"Unknown dataset {name!r} in {path}: available datasets are {', '.join(sorted(registered))}.")
+        options = dict(options or {})
+        bad = sorted(set(options) - DATASET_KEYS)
+        if bad:
+            raise SpecError(f"Unknown option(s) {bad} for dataset {name!r}: allowed are {sorted(DATASET_KEYS)}.")
+        if options.get("root") is not None:
+            root = resolve_path(str(options["root"]), anchors)
+            if root is None:
+                raise SpecError(f"Data root {options['root']!r} of dataset {name!r} does not exist "
+                                f"(relative roots are looked up from the current folder and the spec's folders).")
+            options["root"] = str(root)
+        options["overrides"] = nest(options.get("overrides") or {})
+        datasets[name] = options
+
+    analyses_raw = raw.get("analyses") or {}
+    if isinstance(analyses_raw, list):
+        analyses_raw = {name: {} for name in analyses_raw}
+    if not isinstance(analyses_raw, dict):
+        raise SpecError(f"The spec's analyses must be a mapping name -> options (got {analyses_raw!r}).")
+    analyses = {}
+    for name, options in analyses_raw.items():
+        if name not in ANALYSES:
+            raise SpecError(f"Unknown analysis {name!r} in {path}: available analyses are {', '.join(ANALYSES)}.")
+        analyses[name] = dict(options or {})
+    backdoor = analyses.get("backdoor")
+    if backdoor is not None:
+        rates = backdoor.get("poison_rates", [0.1, 0.3, 0.5, 0.7, 0.9])
+        if not isinstance(rates, list) or not rates or not all(isinstance(r, (int, float)) and 0 <= r <= 1 for r in rates):
+            raise SpecError(f"backdoor.poison_rates must be a list of numbers in [0, 1] (got {rates!r}).")
+        pairs = backdoor.get("pairs", 5)
+        if not isinstance(pairs, int) or pairs < 1:
+            raise SpecError(f"backdoor.pairs must be a positive integer (got {pairs!r}).")
+        backdoor.update(poison_rates=[float(r) for r in rates], pairs=pairs, pair_seed=int(backdoor.get("pair_seed", 0)))
+    if "cka" in analyses:
+        analyses["cka"].setdefault("conversion", DEFAULT_CONVERSION_CONFIG)
+        cka_archs = [str(a).lower() for a in _names(analyses["cka"].get("architectures", architectures), "cka.architectures")]
+        if not set(cka_archs) <= set(architectures):
+            raise SpecError(f"cka.architectures {cka_archs} must be among the spec's architectures {architectures}.")
+        analyses["cka"]["architectures"] = cka_archs
+    if "adversarial_cka" in analyses and set(architectures) != set(ARCHITECTURES):
+        raise SpecError("adversarial_cka reports REC minus FF (Figure 3): list both architectures, ff and rec.")
+
+    resources = dict(raw.get("resources") or {})
+    bad = sorted(set(resources) - {"num_cpus", "num_gpus"})
+    if bad:
+        raise SpecError(f"Unknown resource(s) {bad}: a run's request takes num_cpus and num_gpus.")
+
+    spec = Spec(
+        name=str(raw.get("name") or path.stem), path=path.resolve(), output=raw.get("output"),
+        datasets=datasets, rules=rules, architectures=architectures, seeds=list(seeds), analyses=analyses,
+        resources=resources, config=str(raw.get("config") or DEFAULT_CONFIG), overrides=nest(raw.get("overrides") or {}),
+    )
+    jobs = expand(spec)  # raises on missing config files
+    if check_configs:
+        check_job_configs(jobs)
+    return spec
+
+
+# ----------------------------------------------------------------------------- expansion
+def _template(spec: Spec, dataset: str, rule: str, arch: str, template: Optional[str] = None) -> dict:
+    template = template or spec.datasets[dataset].get("config") or spec.config
+    try:
+        text = template.format(dataset=dataset, rule=rule, arch=arch)
+    except (KeyError, IndexError) as error:
+        raise SpecError(f"Config template {template!r} uses an unknown field {error}: use {{dataset}}, {{rule}}, {{arch}}.") from None
+    found = resolve_path(text, _anchors(spec.path))
+    if found is None or not found.is_file():
+        hint = " (Table VII configs are generated by configs/make_configs.py)" if "paper" in text else ""
+        raise SpecError(f"Config file {text} for {dataset}/{rule}/{arch} does not exist{hint}.")
+    loaded = yaml.safe_load(found.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise SpecError(f"Config file {found} is not a YAML mapping.")
+    return loaded
+
+
+def _base_config(spec: Spec, dataset: str, rule: str, arch: str, seed: int, template: Optional[str] = None) -> dict:
+    """Template, spec overrides, dataset overrides, data root and seed, merged in that order."""
+    config = _template(spec, dataset, rule, arch, template)
+    config = merge(config, spec.overrides)
+    config = merge(config, spec.datasets[dataset]["overrides"])
+    if spec.datasets[dataset].get("root") is not None:
+        config = merge(config, {"data": {"init_args": {"root": spec.datasets[dataset]["root"]}}})
+    config["seed_everything"] = int(seed)
+    return config
+
+
+def _with_callbacks(config: dict, callbacks: list[dict]) -> dict:
+    config = copy.deepcopy(config)
+    trainer = config.setdefault("trainer", {})
+    trainer["callbacks"] = list(trainer.get("callbacks") or []) + callbacks
+    return config
+
+
+def _callback(analysis: str, options: dict) -> dict:
+    args = {k: v for k, v in options.items() if k not in OWN_OPTIONS.get(analysis, set())}
+    return {"class_path": ANALYSIS_CALLBACKS[analysis], "init_args": args}
+
+
+def expand(spec: Spec) -> list[Job]:
+    """All jobs of the grid, training runs first, then the CKA tests that need them."""
+    jobs: list[Job] = []
+    train_callbacks = [_callback(a, spec.analyses[a]) for a in ("fgsm", "adversarial_cka", "fisher") if a in spec.analyses]
+    backdoor = spec.analyses.get("backdoor")
+    cka = spec.analyses.get("cka")
+    for dataset in spec.datasets:
+        models: dict[tuple[str, str, int], str] = {}
+        for rule in spec.rules:
+            for arch in spec.architectures:
+                for seed in spec.seeds:
+                    config = _with_callbacks(_base_config(spec, dataset, rule, arch, seed), train_callbacks)
+                    job = Job("train", dataset, rule, arch, seed, config)
+                    jobs.append(job)
+                    models[(rule, arch, seed)] = job.key
+        if backdoor is not None:
+            jobs += _backdoor_jobs(spec, dataset, backdoor)
+        if cka is not None:
+            jobs += _cka_jobs(spec, dataset, cka, models)
+    return jobs
+
+
+def _backdoor_jobs(spec: Spec, dataset: str, options: dict) -> list[Job]:
+    jobs = []
+    extra = {k: v for k, v in options.items() if k not in OWN_OPTIONS["backdoor"]}  # e.g. trigger
+    pairs = None
+    for rule in spec.rules:
+        for arch in spec.architectures:
+            for pair_index in range(options["pairs"]):
+                seed = spec.seeds[pair_index % len(spec.seeds)]
+                base = _base_config(spec, dataset, rule, arch, seed)
+                if pairs is None:
+                    cls = _dataset_class(base)
+                    if cls is None or not getattr(cls, "class_names", None):
+                        raise SpecError(f"Backdoor runs need an event data module with class names; {dataset}'s "
+                                        f"config names {(base.get('data') or {}).get('class_path')!r}.")
+                    try:
+                        pairs = distinct_pairs(len(cls.class_names), options["pairs"], options["pair_seed"])
+                    except ValueError as error:
+                        raise SpecError(f"backdoor.pairs: {error}") from None
+                source, target = pairs[pair_index]
+                for rate in options["poison_rates"]:
+                    config = copy.deepcopy(base)
+                    config["data"] = {"class_path": BACKDOOR_DATA, "init_args": {
+                        "base": base["data"], "poison_rate": rate, "source": source, "target": target,
+                        "seed": pair_index, **extra}}
+                    config = _with_callbacks(config, [_callback("backdoor", {})])
+                    variant = {"poison_rate": rate, "pair": pair_index, "source": source, "target": target}
+                    jobs.append(Job("train", dataset, rule, arch, seed, config, variant))
+    return jobs
+
+
+def _cka_jobs(spec: Spec, dataset: str, options: dict, models: dict) -> list[Job]:
+    """Figure 2: the converted SNNs' training runs, then per arch and seed every rule against the later
+    rules and the converted SNN (CKA is symmetric, so each pair is tested once)."""
+    out = []
+    conversion: dict[int, str] = {}
+    if options.get("conversion"):
+        for seed in spec.seeds:
+            job = Job("train", dataset, "conversion", "ff", seed,
+                      _base_config(spec, dataset, "conversion", "ff", seed, options["conversion"]))
+            out.append(job)
+            conversion[seed] = job.key
+    callback_options = {k: v for k, v in options.items() if k not in OWN_OPTIONS["cka"]}
+    for arch in options["architectures"]:
+        for seed in spec.seeds:
+            for i, rule in enumerate(spec.rules):
+                references = [(r, models[(r, arch, seed)]) for r in spec.rules[i + 1:]]
+                if seed in conversion:
+                    references.append(("conversion", conversion[seed]))
+                if not references:
+                    continue
+                own = models[(rule, arch, seed)]
+                config = _base_config(spec, dataset, rule, arch, seed)
+                config.setdefault("trainer", {})["callbacks"] = [_callback("cka", {
+                    **callback_options, "references": [PLACEHOLDER % key for _, key in references]})]
+                config["ckpt_path"] = PLACEHOLDER % own
+                variant = {"references": [r for r, _ in references], "reference_keys": [k for _, k in references]}
+                out.append(Job("cka", dataset, rule, arch, seed, config, variant, deps=(own, *(k for _, k in references))))
+    return out
+
+
+# ----------------------------------------------------------------------------- config check
+def check_job_configs(jobs: list[Job]) -> None:
+    """Parse one config per distinct (kind, dataset, rule, arch, backdoor or not) through the CLI parser."""
+    seen = set()
+    for job in jobs:
+        shape = (job.kind, job.dataset, job.rule, job.arch, "poison_rate" in job.variant)
+        if shape in seen:
+            continue
+        seen.add(shape)
+        parse_config(job.config, "test" if job.kind == "cka" else "fit", job.name)
+
+
+def parse_config(config: dict, subcommand: str, label: str) -> None:
+    """Run ``lightning-local <subcommand> --config ... --print_config`` in-process; SpecError with its message."""
+    import tempfile
+
+    from lightning_local.cli.main import USER_ERRORS, build_cli
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        yaml.safe_dump(config, handle, sort_keys=False)
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv[:]
+    sys.argv[1:] = []  # LightningCLI warns when it gets both args and a command line
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            build_cli([subcommand, "--config", handle.name, "--print_config"])
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            lines = [line.strip() for line in err.getvalue().splitlines() if "error:" in line]
+            message = lines[-1].split("error:", 1)[1].strip() if lines else err.getvalue().strip()[-300:]
+            raise SpecError(f"The config of {label} does not parse: {message}") from None
+    except USER_ERRORS as error:
+        raise SpecError(f"The config of {label} is invalid: {error}") from None
+    finally:
+        sys.argv[:] = argv
+        Path(handle.name).unlink(missing_ok=True)
