@@ -1,7 +1,8 @@
-"""ANN-to-SNN conversion: data-based normalisation (Diehl et al. 2015; Rueckauer et al. 2017) and threshold balancing (Sengupta et al. 2019)."""
+"""ANN-to-SNN conversion: data-based normalisation into IF neurons with an integrating readout (Diehl et al. 2015; Rueckauer et al. 2017), or into the model's LIF neurons with threshold balancing (Sengupta et al. 2019)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Literal, Optional
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 Balance = Literal["rates", "none"]
+Neuron = Literal["if", "model"]
 
 
 class Conversion(Learner):
@@ -42,7 +44,33 @@ class Conversion(Learner):
     the sanity check, or right after resuming) the last ``lambda`` (a buffer) is
     reused, or 1 before the first conversion.
 
-    How the neuron is accounted for: with a constant input rate ``r_{l-1}``, the
+    **The converted SNN's neuron** (``neuron``). ``"if"`` (default) is the neuron of the
+    classic conversion (Diehl et al. 2015, "Fast-classifying, high-accuracy spiking deep
+    networks through weight and threshold balancing"; Rueckauer et al. 2017, "Conversion of
+    continuous-valued deep networks to efficient event-driven networks"): the hidden layers
+    become non-leaky integrate-and-fire neurons with reset by subtraction and no synaptic
+    filter (``alpha = 0``, ``beta = 1``, the model's ``V_th``), whose spike count over the
+    sequence is ``floor(sum_t W s^t / V_th)`` whatever the timing, as long as the membrane
+    does not dip below zero - i.e. the ReLU of the *time-averaged* input that the ANN sees,
+    to ``1/T`` - and the output layer becomes Rueckauer et al.'s non-spiking readout of the
+    accumulated input ``sum_t W_L s^t``: a memoryless unit (``alpha = beta = 0``, so
+    ``u^t = W_L s^t`` and the network's readout ``mean_t u^t = (1/T) sum_t W_L s^t``) whose
+    weights are scaled so that ``u^t <= output_level * V_th`` for *any* spike vector (the
+    largest row sum of positive weights is mapped to ``output_level * V_th``, see below), so
+    it never spikes. The learner sets these constants on the layers (``layer.params``) at
+    :meth:`attach`; the model's ``tau_syn``/``tau_mem`` (``alpha``/``beta``) then do not apply
+    to this rule's network (the ANN never used them), and every later forward pass - also
+    of a checkpoint loaded with this learner, e.g. by the analyses - simulates these neurons.
+    ``"model"`` keeps the model's LIF neurons (synaptic filter ``alpha``, leak ``beta``)
+    in every layer; the leak then costs accuracy that ``balance="rates"`` partly recovers.
+    Chosen on validation (N-MNIST, ``nmnist_small``, 25 epochs, 2 seeds, checkpoints at
+    epochs 10 and 25): ``"if"`` stayed within 0-1.6 points of the ANN on val and test, while
+    ``"model"`` with balancing lost 5-16 points on val (4-8 on test); ``"if"`` with the LIF
+    readout lost up to 9 points on val, because the leaky output membrane truncated at ``T``
+    under-weights the spikes of the last saccade.
+
+    How the LIF neuron is accounted for (``neuron="model"``; with ``"if"`` the same
+    formulas hold at ``alpha = 0``): with a constant input rate ``r_{l-1}``, the
     synaptic current settles at ``iota = W r_{l-1} / (1 - alpha)`` (steady-state
     gain of the synaptic filter), and an integrate-and-fire membrane with
     subtractive reset then fires at ``r_l ~= iota / V_th`` (at most 1 per step).
@@ -50,7 +78,8 @@ class Conversion(Learner):
 
         W_l^SNN = W_l^ANN * (lambda_{l-1} / lambda_l) * (1 - alpha) * V_th      (hidden layers)
 
-    **Leak compensation by threshold balancing** (``balance="rates"``, default). The
+    **Leak compensation by threshold balancing** (``balance="rates"``, for
+    ``neuron="model"``; the IF neuron has no leak to compensate). The
     membrane *leak* ``beta < 1`` costs about ``(1 - beta) u_mean / V_th`` spikes per
     step - a negative bias of ``~(1 - beta) / 2`` in rate units (0.05 at tau_mem = 10)
     that a bias-free layer cannot cancel - so the converted layers fire below
@@ -74,9 +103,14 @@ class Conversion(Learner):
 
     The output layer's prediction is
     ``argmax_c mean_t u_c^t``; to keep that readout linear (no spikes, no
-    reset), the output weights are scaled so that the ``percentile`` logit
-    gives a steady-state membrane of ``output_level * V_th`` (membrane gain
-    ``1/(1-beta)``)::
+    reset), the output weights are scaled. ``neuron="if"``: so that no spike vector can
+    drive the readout to ``output_level * V_th`` (``output_level <= 1`` guarantees it
+    never spikes)::
+
+        W_L^SNN = W_L^ANN * output_level * V_th / max_c sum_j max(W_L^ANN[c, j], 0)
+
+    ``neuron="model"``: so that the ``percentile`` logit gives a steady-state membrane of
+    ``output_level * V_th`` (membrane gain ``1/(1-beta)``)::
 
         W_L^SNN = W_L^ANN * (lambda_{L-1} / lambda_L) * (1 - alpha) * (1 - beta) * output_level * V_th
 
@@ -106,8 +140,11 @@ class Conversion(Learner):
     Args:
         percentile: percentile of positive activations used as ``lambda`` (100 = max).
         calibration_batches: how many of the most recent training batches to normalise on.
-        output_level: steady-state output membrane, in units of ``V_th``, reached by the
-            ``percentile`` logit (< 1 keeps the output layer below threshold).
+        output_level: the output membrane's bound (``neuron="if"``, at most 1) or the
+            steady-state output membrane reached by the ``percentile`` logit (``"model"``, < 1
+            keeps the output layer below threshold), in units of ``V_th``.
+        neuron: the converted SNN's neuron: ``"if"`` (IF hidden layers, integrating readout)
+            or ``"model"`` (the model's LIF neurons), see above.
         balance: ``"rates"`` (threshold balancing on the SNN, see above) or ``"none"``.
         balance_batches: how many of the most recent training batches (their frames, kept
             in memory as booleans when binary) the balancing runs on.
@@ -120,7 +157,8 @@ class Conversion(Learner):
         percentile: float = 99.9,
         calibration_batches: int = 8,
         output_level: float = 0.5,
-        balance: Balance = "rates",
+        neuron: Neuron = "if",
+        balance: Balance = "none",
         balance_batches: int = 2,
     ) -> None:
         super().__init__()
@@ -130,6 +168,10 @@ class Conversion(Learner):
             raise ValueError(f"calibration_batches must be >= 1 (got {calibration_batches}).")
         if output_level <= 0:
             raise ValueError(f"output_level must be positive (got {output_level}).")
+        if neuron not in ("if", "model"):
+            raise ValueError(f"Unknown neuron {neuron!r}: use 'if' (integrate-and-fire) or 'model' (the model's LIF).")
+        if neuron == "if" and output_level > 1:
+            raise ValueError(f"output_level must be at most 1 with neuron='if' (got {output_level}): the readout would spike.")
         if balance not in ("rates", "none"):
             raise ValueError(f"Unknown balance {balance!r}: use 'rates' or 'none'.")
         if balance_batches < 1:
@@ -137,6 +179,7 @@ class Conversion(Learner):
         self.percentile = percentile
         self.calibration_batches = calibration_batches
         self.output_level = output_level
+        self.neuron = neuron
         self.balance = balance
         self.balance_batches = balance_batches
         self._calibration: list[Tensor] = []
@@ -159,6 +202,10 @@ class Conversion(Learner):
                 for layer in layers:
                     if layer.recurrent_weight is not None:
                         layer.recurrent_weight.zero_()
+        if self.neuron == "if":
+            for layer in layers[:-1]:
+                layer.params = dataclasses.replace(network.params, alpha=0.0, beta=1.0)
+            layers[-1].params = dataclasses.replace(network.params, alpha=0.0, beta=0.0)
 
     # ------------------------------------------------------------------ ANN
     @staticmethod
@@ -206,14 +253,17 @@ class Conversion(Learner):
             return
         scales = self.compute_scales(network)
         self.scales.copy_(scales)
-        params = network.params
-        gain = (1.0 - params.alpha) * params.v_th
         layers = network.layers
         for l, layer in enumerate(layers):
             getattr(self, f"ann_weight_{l}").copy_(layer.weight)
-            factor = gain * float(scales[l] / scales[l + 1])
+            params = layer.params
+            factor = (1.0 - params.alpha) * params.v_th * float(scales[l] / scales[l + 1])
             if l == len(layers) - 1:
-                factor *= (1.0 - params.beta) * self.output_level
+                if self.neuron == "if":  # the largest input any spike vector can give stays below threshold
+                    bound = float(layer.weight.clamp(min=0).sum(dim=1).max())
+                    factor = self.output_level * params.v_th / bound if bound > 0 else 1.0
+                else:
+                    factor *= (1.0 - params.beta) * self.output_level
             layer.weight.mul_(factor)
             if layer.recurrent_weight is not None:
                 layer.recurrent_weight.zero_()
@@ -243,14 +293,14 @@ class Conversion(Learner):
             for l, layer in enumerate(layers[:-1]):
                 target = (activations[l] / self.scales[l + 1]).clamp(max=1.0).mean()
                 currents = x @ layer.weight.t()
-                rate = lambda k: lif_sequence(currents * k, network.params)[0].mean()  # noqa: E731
+                rate = lambda k: lif_sequence(currents * k, layer.params)[0].mean()  # noqa: E731
                 low, high = 0.25, 4.0
                 if target > 0:
                     for _ in range(iterations):  # geometric bisection on [1/4, 4]
                         middle = (low * high) ** 0.5
                         low, high = (middle, high) if rate(middle) < target else (low, middle)
                 gains[l] = (low * high) ** 0.5 if target > 0 else 1.0
-                x = lif_sequence(currents * gains[l], network.params)[0]
+                x = lif_sequence(currents * gains[l], layer.params)[0]
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.all_reduce(gains)
                 gains /= torch.distributed.get_world_size()
@@ -260,6 +310,7 @@ class Conversion(Learner):
 
     # ------------------------------------------------------------- training
     def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
+        self.check_labels(labels)
         network = module.network
         self.restore_ann(network)
         rates = frames.mean(dim=1)
@@ -276,6 +327,17 @@ class Conversion(Learner):
             if layer.recurrent_weight is not None:  # used with zero gradient, so DDP finds every parameter
                 objective = objective + 0.0 * layer.recurrent_weight.sum()
         return LearnerStep(loss=loss.detach(), logits=logits.detach(), objective=objective)
+
+    @staticmethod
+    def check_labels(labels: Tensor) -> None:
+        """Refuse per-step ``[B, T]`` labels: the ANN sees the time-averaged input and gives one output per sequence."""
+        if labels.dim() == 2:
+            from lightning_local.module import InvalidInputError  # noqa: PLC0415 (module imports the learners)
+
+            raise InvalidInputError(
+                "The conversion learner classifies whole sequences (its ANN sees the time-averaged input), "
+                "so it cannot learn per-frame labels such as TIMIT's: use bptt, fa, eprop or decolle."
+            )
 
     def evaluate(self, module: "SpikingClassifier", frames: Tensor) -> "NetworkOutput":
         """The converted SNN's forward pass (converting first if the parameters still hold the ANN)."""
@@ -297,6 +359,7 @@ class Conversion(Learner):
 
     def on_evaluation_batch(self, module, frames, labels, output, stage) -> None:  # type: ignore[override]
         """Log the ANN's accuracy beside the SNN's (``val_ann_acc`` / ``test_ann_acc``)."""
+        self.check_labels(labels)
         accuracy = self.ann_accuracy(module.network, frames, labels)
         module.log(f"{stage}_ann_acc", accuracy, on_step=False, on_epoch=True, sync_dist=True, batch_size=labels.shape[0])
 
