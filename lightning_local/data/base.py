@@ -15,8 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from lightning_local.data.download import download_with_tonic
@@ -84,34 +83,6 @@ class EventFrameDataset(Dataset):
         path, label = self.records[index]
         events = self.read_events(path)
         return self.to_frames(events, source=path), label
-
-
-class EpochShuffleSampler(RandomSampler):
-    """A random order that depends only on ``(seed, epoch)``.
-
-    Lightning calls :meth:`set_epoch` before every training epoch (also after resuming
-    from a checkpoint, with the restored epoch), so epoch ``k`` sees the same order
-    whether or not the run was interrupted before it. Being a ``RandomSampler``, it is
-    replaced under DDP by Lightning's shuffling ``DistributedSampler``, which is
-    seeded by ``seed_everything`` and the epoch in the same way.
-
-    Args:
-        data_source: The dataset.
-        seed: Seed of the order.
-    """
-
-    def __init__(self, data_source: Dataset, seed: int) -> None:
-        super().__init__(data_source)
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the order of epoch ``epoch``."""
-        self.epoch = epoch
-
-    def __iter__(self):
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.data_source))
-        return iter(order.tolist())
 
 
 def _check_args(**values: float) -> None:
@@ -371,42 +342,3 @@ class EventDataModule(SpikingDataModule):
         if bad:
             log.warning("Dropped %d of %d recordings as unreadable or invalid.", bad, len(records))
         return good
-
-    def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
-        """A DataLoader over ``dataset`` with this module's batch size and workers.
-
-        The training order comes from :class:`EpochShuffleSampler`. Evaluation loaders
-        under DDP shard the samples without padding (Lightning's own sampler would
-        repeat samples to even out the shards, counting them twice in the metrics).
-        """
-        if dataset is None:
-            raise RuntimeError(f"{type(self).__name__}.setup() must run before requesting a dataloader.")
-        sampler = None
-        if shuffle:
-            sampler = EpochShuffleSampler(dataset, self.seed)
-        else:
-            trainer = self.trainer
-            if trainer is not None and trainer.world_size > 1:
-                sampler = UnrepeatedDistributedSampler(
-                    dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
-                )
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=False,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled (seeded) loader over ``train_dataset``."""
-        return self._loader(self.train_dataset, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Loader over ``val_dataset`` in file order."""
-        return self._loader(self.val_dataset, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Loader over ``test_dataset`` in file order."""
-        return self._loader(self.test_dataset, shuffle=False)

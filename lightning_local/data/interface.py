@@ -1,10 +1,42 @@
-"""The one thing every data module of the command line has in common: the sizes it hands the model."""
+"""What every data module of the command line has in common: the sizes it hands the model and its loaders."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import lightning.pytorch as pl
+import numpy as np
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+
+class EpochShuffleSampler(RandomSampler):
+    """A random order that depends only on ``(seed, epoch)``.
+
+    Lightning calls :meth:`set_epoch` before every training epoch (also after resuming
+    from a checkpoint, with the restored epoch), so epoch ``k`` sees the same order
+    whether or not the run was interrupted before it. Being a ``RandomSampler``, it is
+    replaced under DDP by Lightning's shuffling ``DistributedSampler``, which is
+    seeded by ``seed_everything`` and the epoch in the same way.
+
+    Args:
+        data_source: The dataset.
+        seed: Seed of the order.
+    """
+
+    def __init__(self, data_source: Dataset, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of epoch ``epoch``."""
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.data_source))
+        return iter(order.tolist())
+
 
 
 class SpikingDataModule(pl.LightningDataModule):
@@ -14,6 +46,9 @@ class SpikingDataModule(pl.LightningDataModule):
     and either ``labels`` int64 ``[B]`` (one class per sequence) or ``[B, T]`` (one class
     per time step, ``-100`` where a step has no target). The CLI links ``num_inputs`` and
     ``num_classes`` into the model.
+
+    Subclasses set ``batch_size``, ``num_workers``, ``seed`` and, in ``setup``,
+    ``train_dataset``/``val_dataset``/``test_dataset``; the loaders below are shared.
     """
 
     @property
@@ -30,3 +65,47 @@ class SpikingDataModule(pl.LightningDataModule):
     def num_steps(self) -> Optional[int]:
         """Time steps per sample, or ``None`` when every sample keeps its own length (batches are padded)."""
         raise NotImplementedError
+
+    def collate_fn(self) -> Optional[Callable]:
+        """How samples become a batch (``None``: PyTorch's default stacking)."""
+        return None
+
+    def _loader(self, dataset: Optional[Dataset], shuffle: bool) -> DataLoader:
+        """A DataLoader over ``dataset`` with this module's batch size and workers.
+
+        The training order comes from :class:`EpochShuffleSampler`. Evaluation loaders
+        under DDP shard the samples without padding (Lightning's own sampler would
+        repeat samples to even out the shards, counting them twice in the metrics).
+        """
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before requesting a dataloader.")
+        sampler = None
+        if shuffle:
+            sampler = EpochShuffleSampler(dataset, self.seed)
+        else:
+            trainer = self.trainer
+            if trainer is not None and trainer.world_size > 1:
+                sampler = UnrepeatedDistributedSampler(
+                    dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+                )
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=False,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=self.collate_fn(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (seeded) loader over ``train_dataset``."""
+        return self._loader(self.train_dataset, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Loader over ``val_dataset`` in file order."""
+        return self._loader(self.val_dataset, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Loader over ``test_dataset`` in file order."""
+        return self._loader(self.test_dataset, shuffle=False)

@@ -46,11 +46,10 @@ import numpy as np
 import soundfile
 import torch
 from threadpoolctl import threadpool_limits
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from lightning_local.data.base import PROGRESS_MIN_FILES, EpochShuffleSampler
+from lightning_local.data.base import PROGRESS_MIN_FILES
 from lightning_local.data.errors import DataArgumentError, EventDataError
 from lightning_local.data.interface import SpikingDataModule
 from lightning_local.data.splits import stratified_split
@@ -438,35 +437,6 @@ class SpeechDataModule(SpikingDataModule):
         )
         return features
 
-    # --------------------------------------------------------------- loaders
-    def _loader(self, dataset: Optional[Dataset], shuffle: bool) -> DataLoader:
-        """Batches of ``dataset`` padded by :func:`pad_batch` (the samplers of the event data modules)."""
-        if dataset is None:
-            raise RuntimeError(f"{type(self).__name__}.setup() must run before requesting a dataloader.")
-        sampler = None
-        if shuffle:
-            sampler = EpochShuffleSampler(dataset, self.seed)
-        elif self.trainer is not None and self.trainer.world_size > 1:
-            sampler = UnrepeatedDistributedSampler(
-                dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
-            )
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            collate_fn=partial(pad_batch, length=self.pad_length),
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled (seeded) loader over ``train_dataset``."""
-        return self._loader(self.train_dataset, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Loader over ``val_dataset`` in file order."""
-        return self._loader(self.val_dataset, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Loader over ``test_dataset`` in file order."""
-        return self._loader(self.test_dataset, shuffle=False)
+    def collate_fn(self):
+        """Pad each batch with :func:`pad_batch` (features with zeros, frame labels with -100)."""
+        return partial(pad_batch, length=self.pad_length)

@@ -13,7 +13,7 @@ import pytest
 import tonic
 
 from lightning_local.data import NMNIST, EventDataError, write_nmnist_bin
-from lightning_local.data.base import EpochShuffleSampler
+from lightning_local.data.interface import EpochShuffleSampler
 from lightning_local.data.events import NMNIST_DTYPE, decode_nmnist
 from lightning_local.data.saccade_digits import MARKER_NAME
 
