@@ -25,4 +25,4 @@ class BPTT(Learner):
     def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
         output = module.network(frames)
         loss = per_step_cross_entropy(output.output_membrane, labels)
-        return LearnerStep(loss=loss.detach(), logits=output.logits.detach(), objective=loss)
+        return LearnerStep(loss=loss.detach(), logits=output.scores_for(labels).detach(), objective=loss)

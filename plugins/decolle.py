@@ -38,6 +38,9 @@ class Decolle(Learner):
     ``psi``); ``readout="membrane"`` reads ``u_l^t`` instead (``CE(G_l u_l^t, y)``,
     no ``psi``: a dense signal even for silent neurons). The output layer uses
     the task loss ``E = 1/(T B) sum CE(u_out^t, y)`` on its membrane, its only readout.
+    Per-step labels ``[B, T]`` (sequence labelling) work the same way in every loss: ``y^t``
+    at step ``t``, no error on steps labelled ``-100``, and ``T B`` replaced by the number
+    of labelled steps (:class:`~lightning_local.learners.traces.TaskReadout`).
 
     **Gradient** (eq. 8). Each ``W_l`` (and ``V_l`` in REC) is trained on
     ``E_l`` alone, with no gradient between layers (the layer's input spikes -
@@ -69,7 +72,8 @@ class Decolle(Learner):
       ranks with ``torch.distributed.all_reduce``; as each rank's error is scaled
       by its own ``1/(T B_rank)``, the average equals the update of the global
       batch, so 2 ranks end with the weights of one process on the global batch
-      (ranks must see sequences of equal length). Lightning's automatic gradient
+      (ranks must see sequences of equal length; with ``[B, T]`` labels, also equal
+      numbers of labelled steps - otherwise the average is only approximately the global one). Lightning's automatic gradient
       clipping, accumulation and LR-scheduler stepping are not available in this
       mode. The logged loss is the task loss of the sequence as it was simulated
       (with the weights changing along it). Lightning counts optimizer steps as

@@ -48,7 +48,11 @@ class EProp(Learner):
 
     **Loss and output layer.** The loss is the network's training loss,
     ``E = 1/(T B) sum_{t,b} CE(u_out^t, y)``. The per-step output error is
-    ``delta^t = dE/du_out^t = (softmax(u_out^t) - onehot(y)) / (T B)``. The
+    ``delta^t = dE/du_out^t = (softmax(u_out^t) - onehot(y)) / (T B)``. With
+    per-step labels ``[B, T]`` (sequence labelling, e.g. TIMIT) ``y`` is ``y^t``, steps
+    labelled ``-100`` get ``delta^t = 0`` and ``T B`` becomes the number of labelled
+    steps (:class:`~lightning_local.learners.traces.TaskReadout`); the logits are then
+    the predicted class of every step, ``[B, T]``. The
     output layer is read out through its membrane (no pseudo-derivative), so its
     update ``sum_t (delta^t)^T z2_out^t`` is the *exact* gradient of ``E`` with
     respect to ``W_out`` (identical to BPTT's).

@@ -62,8 +62,9 @@ class FeedbackAlignment(Learner):
     layers is random, so for one-hidden-layer FF networks FA differs from BPTT
     only in the error sent to the hidden layer.
 
-    **DFA** (``direct=True``). The per-step output error ``delta^t = dE/du_out^t =
-    (softmax(u_out^t) - onehot)/(T B)`` is sent straight to every hidden layer:
+    **DFA** (``direct=True``). The per-step output error ``delta^t = dE/du_out^t``
+    (``(softmax(u_out^t) - onehot)/N`` on targeted steps, ``N`` their number; zero on
+    ``IGNORE_INDEX`` steps of ``[B, T]`` labels) is sent straight to every hidden layer:
     hidden layer ``l`` receives ``delta^t B_l^T`` (``B_l in R^{n_l x C}``) *as the
     error of its spikes* ``s_l^t`` at the *same* step ``t``. Time is handled by
     backpropagating these injected errors through the layer's own dynamics (its
@@ -128,7 +129,7 @@ class FeedbackAlignment(Learner):
         if not self.direct:
             output = self.forward_fa(network, frames)
             loss = per_step_cross_entropy(output.output_membrane, labels)
-            return LearnerStep(loss=loss.detach(), logits=output.logits.detach(), objective=loss)
+            return LearnerStep(loss=loss.detach(), logits=output.scores_for(labels).detach(), objective=loss)
         # DFA: every layer sees a detached input; hidden layers get the projected output error.
         x = frames.transpose(0, 1)
         hidden: list[Tensor] = []
@@ -136,15 +137,14 @@ class FeedbackAlignment(Learner):
         for layer in network.layers:
             x, membrane = layer(x.detach())
             hidden.append(x)
-        hidden.pop()  # the output layer's spikes are not used
+        output_spikes = hidden.pop()  # not used by the update
         assert membrane is not None
         loss = per_step_cross_entropy(membrane, labels)
-        with torch.no_grad():
-            steps, batch, classes = membrane.shape
-            onehot = torch.nn.functional.one_hot(labels, classes).to(membrane.dtype)
-            delta = (torch.softmax(membrane, dim=-1) - onehot) / (steps * batch)  # [T, B, C]
+        # delta^t = dE/du_out^t, exact for [B] and masked [B, T] labels alike (the output's input is detached).
+        (delta,) = torch.autograd.grad(loss, membrane, retain_graph=True)  # [T, B, C]
         objective = loss
         for l, spikes in enumerate(hidden):
             injected = delta @ self.feedback_matrix(l).t()  # [T, B, n_l]
             objective = objective + (spikes * injected).sum()
-        return LearnerStep(loss=loss.detach(), logits=membrane.mean(dim=0).detach(), objective=objective)
+        output = NetworkOutput(spikes=[*hidden, output_spikes], output_membrane=membrane)
+        return LearnerStep(loss=loss.detach(), logits=output.scores_for(labels).detach(), objective=objective)

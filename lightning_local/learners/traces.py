@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from ..models import SpikingNetwork
+from ..models.network import IGNORE_INDEX
 
 #: Time steps of the first layer processed together (input projection and exact
 #: block-wise update): working memory O(BLOCK_STEPS), not O(T).
@@ -261,46 +262,83 @@ class TaskReadout:
     """Task loss, logits and the exact output-layer update of a step-by-step simulation.
 
     Shared by the trace rules (e-prop, DECOLLE). The loss is the network's
-    training loss ``E = 1/(T B) sum_{t,b} CE(u_out^t, y)``; each step's error
+    training loss (:func:`~lightning_local.models.per_step_cross_entropy`),
+    ``E = 1/N sum_{(t,b) targeted} CE(u_out^t, y_b^t)`` with ``N`` the number of
+    targeted (step, sample) pairs (``T B`` for ``[B]`` labels); each step's error
     ``delta^t = dE/du_out^t`` times the output layer's presynaptic trace is the
     exact gradient for ``W_out`` (the readout is the membrane: no pseudo-derivative).
 
+    Sequence labelling (``[B, T]`` labels): each step's target is ``labels[:, t]``;
+    rows equal to :data:`~lightning_local.models.network.IGNORE_INDEX` (padding, TIMIT's
+    ``q``) get a zero error in :meth:`step` and :meth:`error`. ``N`` is counted
+    on this rank only, so under DDP ranks with different numbers of targeted
+    frames average to the global batch's update only approximately.
+
     Args:
-        labels: ``[batch]`` class labels.
+        labels: ``[batch]`` class labels or ``[batch, steps]`` per-step labels.
         classes: number of output neurons.
         steps: sequence length ``T``.
         like: tensor giving device and dtype.
     """
 
     def __init__(self, labels: Tensor, classes: int, steps: int, like: Tensor) -> None:
-        self.onehot = torch.nn.functional.one_hot(labels, classes).to(like.dtype)
-        self.steps = steps
-        self.scale = 1.0 / (steps * labels.shape[0])
+        self.labels, self.classes, self.steps = labels, classes, steps
+        self.per_step = labels.dim() == 2
+        targeted = labels != IGNORE_INDEX
+        count = int(targeted.sum()) * (1 if self.per_step else steps)
+        self.scale = 1.0 / max(count, 1)  # per_step_cross_entropy's mean (0 loss when nothing is targeted)
+        # Fixed for [B] labels; built each step from labels[:, t] otherwise (nothing [B, T, C]).
+        self.onehot, self.mask = (None, None) if self.per_step else self._targets(labels, like)
+        self.t = 0
         self.loss_sum = like.new_zeros(())
-        self.membrane_sum = like.new_zeros(labels.shape[0], classes)
+        batch = labels.shape[0]
+        # [B, T] labels: the predicted class of every step (as large as the labels); [B]: summed membrane.
+        self.predictions = labels.new_empty(batch, steps) if self.per_step else None
+        self.membrane_sum = None if self.per_step else like.new_zeros(batch, classes)
+
+    def _targets(self, labels: Tensor, like: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+        """One-hot targets of ``labels`` ``[B]`` (zero rows where ignored) and the ``[B, 1]`` mask (None: all targeted)."""
+        targeted = labels != IGNORE_INDEX
+        onehot = torch.nn.functional.one_hot(labels.clamp(min=0), self.classes).to(like.dtype)
+        if not self.per_step and bool(targeted.all()):  # checked once per batch: no per-step device sync
+            return onehot, None
+        mask = targeted.to(like.dtype).unsqueeze(1)
+        return onehot.mul_(mask), mask
+
+    def _error(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        delta, loss = softmax_error(logits, self.onehot, self.scale)
+        if self.mask is not None:
+            delta.mul_(self.mask)  # the one-hot rows are zero already, so the loss needs no mask
+        return delta, loss
 
     def step(self, sim: "OnlineSimulation", output_update: Tensor) -> Tensor:
         """Account this step of ``sim``: add the output layer's update, return ``delta^t``."""
         u_out = sim.mem[-1]
-        self.membrane_sum.add_(u_out)
-        delta, step_loss = softmax_error(u_out, self.onehot, self.scale)
+        if self.per_step:
+            self.onehot, self.mask = self._targets(self.labels[:, self.t], u_out)
+            self.predictions[:, self.t] = u_out.argmax(dim=-1)
+        else:
+            self.membrane_sum.add_(u_out)
+        self.t += 1
+        delta, step_loss = self._error(u_out)
         self.loss_sum.add_(step_loss)
         output_update.addmm_(delta.t(), sim.inputs[-1].z2)
         return delta
 
     def error(self, logits: Tensor) -> Tensor:
-        """``dE/dlogits`` of a per-step CE with the same labels and scale (DECOLLE's local losses)."""
-        return softmax_error(logits, self.onehot, self.scale)[0]
+        """``dE/dlogits`` of a per-step CE with this step's labels, mask and scale (DECOLLE's local losses)."""
+        return self._error(logits)[0]
 
     @property
     def loss(self) -> Tensor:
-        """The mean task loss over the sequence."""
+        """The mean task loss over the targeted steps."""
         return self.loss_sum * self.scale
 
     @property
     def logits(self) -> Tensor:
-        """Output membrane averaged over time (the network's logits)."""
-        return self.membrane_sum / self.steps
+        """``[B]`` labels: the output membrane averaged over time (the network's logits).
+        ``[B, T]`` labels: the predicted class of every step, int64 ``[B, T]`` (torchmetrics accepts both)."""
+        return self.predictions if self.per_step else self.membrane_sum / self.steps
 
 
 @contextmanager

@@ -70,8 +70,12 @@ def simulate(net, frames, cuts):
 
 
 def task_loss(out_mems, labels):
-    steps, batch = len(out_mems), labels.shape[0]
-    return sum(cross_entropy(u, labels, reduction="sum") for u in out_mems) / (steps * batch)
+    """Mean per-step CE; ``labels`` ``[B]`` (every step) or ``[B, T]`` with -100 left out of sum and count."""
+    if labels.dim() == 1:
+        steps, batch = len(out_mems), labels.shape[0]
+        return sum(cross_entropy(u, labels, reduction="sum") for u in out_mems) / (steps * batch)
+    total = sum(cross_entropy(u, labels[:, t], ignore_index=-100, reduction="sum") for t, u in enumerate(out_mems))
+    return total / (labels != -100).sum()
 
 
 def output_errors(net, frames, labels):
