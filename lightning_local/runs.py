@@ -27,7 +27,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.trainer.states import TrainerFn
 
-from lightning_local.data.validation import write_text_atomic
+from lightning_local.files import write_text_atomic
 
 VERSION_PATTERN = re.compile(r"version_(\d+)$")
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"

@@ -10,8 +10,6 @@ the global pyplot state is never touched.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Optional
@@ -20,6 +18,8 @@ import lightning.pytorch as pl
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 from matplotlib.figure import Figure
+
+from lightning_local.files import atomic_write, write_text_atomic
 
 ANALYSIS_SUBDIR = "analysis"
 
@@ -35,25 +35,9 @@ def analysis_dir(trainer: "pl.Trainer", output_dir: Optional[str] = None) -> Pat
     return Path(root) / ANALYSIS_SUBDIR
 
 
-def _atomic_write(path: Path, write: Any, binary: bool = False) -> Path:
-    """Call ``write(file)`` on a temporary file next to ``path``, then move it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def write_text(path: Path, text: str) -> Path:
     """Atomically write ``text`` to ``path``."""
-    return _atomic_write(path, lambda f: f.write(text))
+    return write_text_atomic(path, text)
 
 
 def write_json(path: Path, data: Any) -> Path:
@@ -69,7 +53,7 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> P
 
 def save_figure(figure: Figure, path: Path, dpi: int = 120) -> Path:
     """Atomically save ``figure`` as PNG."""
-    return _atomic_write(path, lambda f: figure.savefig(f, format="png", dpi=dpi, bbox_inches="tight"), binary=True)
+    return atomic_write(path, lambda f: figure.savefig(f, format="png", dpi=dpi, bbox_inches="tight"), binary=True)
 
 
 def report(message: str) -> None:

@@ -43,7 +43,7 @@ def _cell(mean: float, std: float, n: int, paper_value: Optional[float] = None) 
         text = "–"
     else:
         text = f"{mean:.2f} ± {std:.2f} (n={n})"
-    if paper_value is not None:
+    if paper_value is not None and not np.isnan(paper_value):  # the paper has no value for e.g. conversion
         text += f" [paper {paper_value:.2f}]"
     return text
 

@@ -22,14 +22,13 @@ size (tonic's loop is quadratic for files with many overflow records).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from tonic.datasets import NMNIST as _TonicNMNIST
 
 from lightning_local.data.errors import EventDataError
+from lightning_local.files import atomic_write
 
 NMNIST_SENSOR_SIZE: tuple[int, int, int] = tuple(_TonicNMNIST.sensor_size)
 """N-MNIST sensor as (width, height, polarities), tonic's convention: (34, 34, 2)."""
@@ -221,12 +220,4 @@ def write_nmnist_bin(path: str | Path, events: np.ndarray) -> None:
     """
     path = Path(path)
     data = encode_nmnist(events)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: handle.write(data), binary=True)

@@ -33,7 +33,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -54,6 +53,7 @@ from lightning_local.data.errors import DataArgumentError, EventDataError
 from lightning_local.data.interface import SpikingDataModule
 from lightning_local.data.splits import stratified_split
 from lightning_local.data.validation import cache_root
+from lightning_local.files import atomic_write
 from lightning_local.models.network import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
@@ -145,18 +145,6 @@ def mfcc_features(audio: np.ndarray, sample_rate: int, settings: MFCCSettings = 
     return np.concatenate([mfcc, *deltas]).T.astype(np.float32)
 
 
-def _write_npy_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class FeatureCache:
     """Features of recordings on disk, one ``.npy`` per file, keyed by file stamp and settings.
 
@@ -200,7 +188,7 @@ class FeatureCache:
         self.misses += 1
         if self.enabled:
             try:
-                _write_npy_atomic(key, features)
+                atomic_write(key, lambda handle: np.save(handle, features), binary=True)
             except OSError:  # an unwritable cache only costs time
                 pass
         return features

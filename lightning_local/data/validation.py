@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from lightning_local.files import write_text_atomic
 
 CACHE_ENV = "LIGHTNING_LOCAL_CACHE"
 CHECK_VERSION = 1
@@ -25,19 +26,6 @@ CHECK_VERSION = 1
 def cache_root() -> Path:
     """``$LIGHTNING_LOCAL_CACHE``, or ``~/.cache/lightning_local`` without that variable."""
     return Path(os.environ.get(CACHE_ENV) or "~/.cache/lightning_local").expanduser()
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class CheckCache:
