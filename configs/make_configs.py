@@ -54,8 +54,7 @@ DATASETS = {
         "our_batch_size": 32,
         "our_epochs": 50,
     },
-    # TIMIT has no data module yet (the speech issue adds lightning_local.data.timit.TIMIT);
-    # its Table VII configs are written now and parse once that module exists.
+    # Frame-wise phone labels; only Table VII configs (no event data, so none of ours).
     "timit": {
         "class_path": "lightning_local.data.timit.TIMIT",
         "init_args": {"root": "data/timit"},

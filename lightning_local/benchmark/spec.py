@@ -51,13 +51,6 @@ ANALYSES = ("accuracy", "fgsm", "backdoor", "cka", "adversarial_cka", "fisher")
 SPEC_KEYS = {"name", "output", "config", "datasets", "rules", "architectures", "seeds", "overrides", "analyses", "resources"}
 DATASET_KEYS = {"config", "root", "overrides"}
 
-# Datasets of the paper that may have no data module installed: named so the error says why.
-UNAVAILABLE_DATASETS = {
-    "timit": "TIMIT has no data module in lightning-local yet (TIMIT is licensed and this toolkit has no speech "
-             "pipeline); drop it from the spec's datasets or register a data module under the "
-             f"'{DATASET_GROUP}' entry-point group",
-}
-
 ANALYSIS_CALLBACKS = {
     "fgsm": "lightning_local.analysis.FGSMTransfer",
     "adversarial_cka": "lightning_local.analysis.AdversarialCKA",
@@ -240,8 +233,6 @@ def load_spec(path: str | Path, check_configs: bool = True) -> Spec:
     datasets = {}
     for name, options in raw_datasets.items():
         name = str(name).lower()
-        if name not in registered and name in UNAVAILABLE_DATASETS:
-            raise SpecError(f"Dataset {name!r} in {path}: {UNAVAILABLE_DATASETS[name]}.")
         if name not in registered:
             raise SpecError(f"Unknown dataset {name!r} in {path}: available datasets are {', '.join(sorted(registered))}.")
         options = dict(options or {})

@@ -52,12 +52,12 @@ def test_bad_spec_fails_with_one_line_before_any_run(tmp_path, capsys, tiny_digi
     assert not (tmp_path / "out").exists(), "nothing may start (not even the store) when the spec is wrong"
 
 
-def test_paper_dataset_without_data_module_is_named(tmp_path, tiny_digits, monkeypatch):
+def test_unregistered_dataset_lists_the_available_ones(tmp_path, tiny_digits, monkeypatch):
     from lightning_local.benchmark import spec as spec_module
 
     registered = spec_module.available
     monkeypatch.setattr(spec_module, "available", lambda group: {k: v for k, v in registered(group).items() if k != "timit"})
-    with pytest.raises(SpecError, match="TIMIT has no data module"):
+    with pytest.raises(SpecError, match="Unknown dataset 'timit'.*available datasets are .*nmnist"):
         load_spec(write_spec(tmp_path, tiny_spec(tiny_digits, datasets={"timit": {}})))
 
 
