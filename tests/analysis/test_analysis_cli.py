@@ -55,25 +55,21 @@ def test_example_configs_parse(capsys, nmnist_small):
     assert names == ["CKAComparison", "FGSMTransfer", "AdversarialCKA", "FisherInformation"]
 
 
-def test_backdoor_grid_covers_the_papers_rates_with_five_distinct_pairs(capsys, nmnist_small):
-    from lightning_local.data.backdoor import Backdoor
-    from lightning_local.data.nmnist import NMNIST
+def test_backdoor_preset_covers_the_papers_rates_with_five_distinct_pairs(nmnist_small, monkeypatch):
+    from lightning_local.benchmark.spec import expand, load_spec
 
-    spec = yaml.safe_load((REPO / "configs" / "analysis" / "nmnist_backdoor_grid.yaml").read_text())
-    assert spec["grid"] == {"data.poison_rate": [0.1, 0.3, 0.5, 0.7, 0.9], "data.pair": [0, 1, 2, 3, 4]}
-    pairs_per_rate = {}
-    for rate in spec["grid"]["data.poison_rate"]:
-        for pair in spec["grid"]["data.pair"]:
-            with pytest.raises(SystemExit) as exit_info:  # each grid point is a valid command line
-                main(["fit", "--config", str(REPO / spec["config"]), "--data.base.root", str(nmnist_small),
-                      "--data.poison_rate", str(rate), "--data.pair", str(pair), "--print_config"])
-            assert exit_info.value.code == 0
-            args = yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]
-            assert (args["poison_rate"], args["pair"]) == (rate, pair)
-            base = NMNIST(root=str(nmnist_small), download=False)
-            data = Backdoor(base, poison_rate=args["poison_rate"], pair=args["pair"], num_pairs=args["num_pairs"],
-                            seed=args["seed"])
-            pairs_per_rate.setdefault(rate, []).append((data.source, data.target))
-    for pairs in pairs_per_rate.values():
+    monkeypatch.chdir(REPO)  # the preset names its data root relative to the repository
+    jobs = [job for job in expand(load_spec(REPO / "configs" / "benchmark" / "backdoor_nmnist.yaml"))
+            if "poison_rate" in job.variant]
+    pairs_per_cell: dict = {}
+    for job in jobs:
+        data = job.config["data"]["init_args"]
+        assert job.config["data"]["class_path"] == "lightning_local.data.backdoor.Backdoor"
+        assert data["poison_rate"] == job.variant["poison_rate"]
+        pairs_per_cell.setdefault((job.rule, job.arch, data["poison_rate"]), []).append((data["source"], data["target"]))
+    rules_archs = {(rule, arch) for rule, arch, _ in pairs_per_cell}
+    assert rules_archs == {(r, a) for r in ("bptt", "eprop", "decolle") for a in ("ff", "rec")}
+    assert {rate for _, _, rate in pairs_per_cell} == {0.1, 0.3, 0.5, 0.7, 0.9}
+    for pairs in pairs_per_cell.values():
         assert len(set(pairs)) == 5 and all(s != t for s, t in pairs)
-    assert len({tuple(pairs) for pairs in pairs_per_rate.values()}) == 1  # the same five pairs at every rate
+    assert len({tuple(sorted(pairs)) for pairs in pairs_per_cell.values()}) == 1  # the same five pairs everywhere
