@@ -35,7 +35,7 @@ from lightning_local.data.events import write_nmnist_bin
 from lightning_local.data.nmnist import DIGITS, NMNIST
 from lightning_local.data.saccade_sim import SaccadeConfig, simulate_saccades
 from lightning_local.data.splits import stratified_split
-from lightning_local.data.validation import CACHE_ENV, cache_root  # noqa: F401  (CACHE_ENV is re-exported)
+from lightning_local.data.validation import cache_root
 
 try:  # POSIX only; elsewhere concurrent first uses of one cache are not serialised
     import fcntl
