@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from lightning_local.data.download import download_with_tonic
-from lightning_local.data.errors import DataArgumentError, DatasetNotFoundError, EventDataError, not_found_message
+from lightning_local.data.errors import DatasetNotFoundError, EventDataError, check_data_arguments, not_found_message
 from lightning_local.data.events import check_time_span
 from lightning_local.data.frames import EventsToFrames
 from lightning_local.data.interface import SpikingDataModule
@@ -83,22 +83,6 @@ class EventFrameDataset(Dataset):
         path, label = self.records[index]
         events = self.read_events(path)
         return self.to_frames(events, source=path), label
-
-
-def _check_args(**values: float) -> None:
-    """Raise a one-sentence :class:`DataArgumentError` for out-of-range DataModule arguments."""
-    rules = {
-        "n_time_bins": (values["n_time_bins"] >= 1, ">= 1"),
-        "downsample": (values["downsample"] >= 1, ">= 1"),
-        "batch_size": (values["batch_size"] >= 1, ">= 1"),
-        "num_workers": (values["num_workers"] >= 0, ">= 0"),
-        "val_fraction": (0 <= values["val_fraction"] < 1, "in [0, 1)"),
-        "test_fraction": (0 <= values["test_fraction"] < 1, "in [0, 1)"),
-        "max_file_mb": (values["max_file_mb"] > 0, "> 0"),
-    }
-    broken = [f"--data.{name} must be {rule}, got {values[name]}" for name, (ok, rule) in rules.items() if not ok]
-    if broken:
-        raise DataArgumentError(f"invalid data arguments: {'; '.join(broken)}.")
 
 
 class EventDataModule(SpikingDataModule):
@@ -176,10 +160,15 @@ class EventDataModule(SpikingDataModule):
         max_file_mb: float = 64.0,
     ) -> None:
         super().__init__()
-        _check_args(
-            n_time_bins=n_time_bins, downsample=downsample, batch_size=batch_size, num_workers=num_workers,
-            val_fraction=val_fraction, test_fraction=test_fraction, max_file_mb=max_file_mb,
-        )
+        check_data_arguments({
+            "n_time_bins": (n_time_bins, n_time_bins >= 1, ">= 1"),
+            "downsample": (downsample, downsample >= 1, ">= 1"),
+            "batch_size": (batch_size, batch_size >= 1, ">= 1"),
+            "num_workers": (num_workers, num_workers >= 0, ">= 0"),
+            "val_fraction": (val_fraction, 0 <= val_fraction < 1, "in [0, 1)"),
+            "test_fraction": (test_fraction, 0 <= test_fraction < 1, "in [0, 1)"),
+            "max_file_mb": (max_file_mb, max_file_mb > 0, "> 0"),
+        })
         self.root = root
         self.download = download
         self.n_time_bins = n_time_bins

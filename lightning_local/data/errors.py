@@ -17,6 +17,17 @@ class DataArgumentError(ValueError):
     """A DataModule argument is out of range (e.g. ``batch_size 0``)."""
 
 
+def check_data_arguments(rules: dict[str, tuple[object, bool, str]]) -> None:
+    """Raise one :class:`DataArgumentError` naming every broken rule.
+
+    ``rules`` maps a ``--data.NAME`` to ``(value, ok, what it must be)``, e.g.
+    ``{"batch_size": (0, False, ">= 1")}``.
+    """
+    broken = [f"--data.{name} must be {rule}, got {value!r}" for name, (value, ok, rule) in rules.items() if not ok]
+    if broken:
+        raise DataArgumentError(f"invalid data arguments: {'; '.join(broken)}.")
+
+
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's folder layout is absent and could not be downloaded."""
 

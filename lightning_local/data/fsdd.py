@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from lightning_local.data.errors import DataArgumentError, DatasetNotFoundError
+from lightning_local.data.errors import DatasetNotFoundError, check_data_arguments
 from lightning_local.data.speech import SpeechDataModule, Utterance, class_split
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,7 @@ class FSDD(SpeechDataModule):
         cache: bool = True,
     ) -> None:
         super().__init__(root, batch_size, num_workers, val_fraction, seed, n_mfcc, n_mels, window_ms, hop_ms, cache)
-        if num_frames is not None and num_frames < 1:
-            raise DataArgumentError(f"invalid data arguments: --data.num_frames must be >= 1 (or null), got {num_frames}.")
+        check_data_arguments({"num_frames": (num_frames, num_frames is None or num_frames >= 1, ">= 1 (or null)")})
         self.num_frames = num_frames
         self.test_takes: tuple[int, ...] = tuple(OFFICIAL_TEST_TAKES)
         self._longest: Optional[int] = None

@@ -49,7 +49,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from lightning_local.data.base import PROGRESS_MIN_FILES
-from lightning_local.data.errors import DataArgumentError, EventDataError
+from lightning_local.data.errors import DataArgumentError, EventDataError, check_data_arguments
 from lightning_local.data.interface import SpikingDataModule
 from lightning_local.data.splits import stratified_split
 from lightning_local.data.validation import cache_root
@@ -315,17 +315,11 @@ class SpeechDataModule(SpikingDataModule):
         cache: bool = True,
     ) -> None:
         super().__init__()
-        broken = [
-            f"--data.{name} must be {rule}, got {value}"
-            for name, value, ok, rule in (
-                ("batch_size", batch_size, batch_size >= 1, ">= 1"),
-                ("num_workers", num_workers, num_workers >= 0, ">= 0"),
-                ("val_fraction", val_fraction, 0 <= val_fraction < 1, "in [0, 1)"),
-            )
-            if not ok
-        ]
-        if broken:
-            raise DataArgumentError(f"invalid data arguments: {'; '.join(broken)}.")
+        check_data_arguments({
+            "batch_size": (batch_size, batch_size >= 1, ">= 1"),
+            "num_workers": (num_workers, num_workers >= 0, ">= 0"),
+            "val_fraction": (val_fraction, 0 <= val_fraction < 1, "in [0, 1)"),
+        })
         self.root = root
         self.batch_size = batch_size
         self.num_workers = num_workers

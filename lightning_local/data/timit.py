@@ -30,7 +30,7 @@ from typing import Literal, Optional
 import numpy as np
 import soundfile
 
-from lightning_local.data.errors import DataArgumentError, DatasetNotFoundError
+from lightning_local.data.errors import DatasetNotFoundError, check_data_arguments
 from lightning_local.data.speech import IGNORE_INDEX, SpeechDataError, SpeechDataModule, Utterance, speaker_split
 
 #: The standard folding of the 61 TIMIT phones to 39 classes (``q`` -> None: no target).
@@ -158,8 +158,7 @@ class TIMIT(SpeechDataModule):
         max_phn_overrun_ms: float = 10.0,
     ) -> None:
         super().__init__(root, batch_size, num_workers, val_fraction, seed, n_mfcc, n_mels, window_ms, hop_ms, cache)
-        if test_set not in ("full", "core"):
-            raise DataArgumentError(f"invalid data arguments: --data.test_set must be 'full' or 'core', got {test_set!r}.")
+        check_data_arguments({"test_set": (test_set, test_set in ("full", "core"), "'full' or 'core'")})
         self.test_set = test_set
         self.include_sa = include_sa
         self.max_phn_overrun_ms = max_phn_overrun_ms

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
 from lightning_local.cli.main import main
-from lightning_local.data.errors import DatasetNotFoundError
+from lightning_local.data.errors import DataArgumentError, DatasetNotFoundError
 from lightning_local.data.fsdd import FSDD
+from lightning_local.data.timit import TIMIT
 
 
 def takes(utterances) -> set[int]:
@@ -75,3 +77,16 @@ def test_every_rule_trains_through_the_cli(learner, fsdd_small, tmp_path, monkey
     rows = list(csv.DictReader(metrics.open()))
     (test_acc,) = [float(row["test_acc"]) for row in rows if row.get("test_acc")]
     assert 0.0 <= test_acc <= 1.0 and any(row.get("val_acc") for row in rows)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: FSDD(root="x", num_frames=0), "--data.num_frames must be >= 1 (or null), got 0"),
+        (lambda: FSDD(root="x", batch_size=0, val_fraction=1.0), "--data.batch_size must be >= 1, got 0; --data.val_fraction must be in [0, 1), got 1.0"),
+        (lambda: TIMIT(root="x", test_set="small"), "--data.test_set must be 'full' or 'core', got 'small'"),
+    ],
+)
+def test_speech_arguments_out_of_range_are_one_sentence(make, message):
+    with pytest.raises(DataArgumentError, match=re.escape(f"invalid data arguments: {message}.")):
+        make()
