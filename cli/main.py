@@ -34,6 +34,7 @@ from lightning_local.data.errors import DataArgumentError, DatasetNotFoundError,
 from lightning_local.data.interface import SpikingDataModule
 from lightning_local.learners import Learner
 from lightning_local.learners.registry import DATASET_GROUP, LEARNER_GROUP, UnknownNameError, available, class_path
+from lightning_local.models.network import upgrade_layer_keys
 from lightning_local.module import InvalidInputError, SpikingClassifier
 from lightning_local.runs import (
     LAST_CHECKPOINT,
@@ -251,6 +252,7 @@ class LightningLocalCLI(LightningCLI):
         )
         parser.link_arguments("learner", "model.learner", apply_on="instantiate")
         parser.link_arguments("data.num_inputs", "model.num_inputs", apply_on="instantiate")
+        parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.add_lightning_class_args(DivergenceStop, "divergence")
@@ -356,7 +358,7 @@ class LightningLocalCLI(LightningCLI):
                     f"checkpoint {path} was trained with {saved} {flag}, but this data gives {here}: use the data "
                     "settings it was trained with (dataset, --data.downsample)."
                 )
-        saved_state, own = self._checkpoint["state_dict"], self.model.state_dict()
+        saved_state, own = upgrade_layer_keys(self._checkpoint["state_dict"]), self.model.state_dict()
         for key, value in saved_state.items():
             if key in own and tuple(value.shape) != tuple(own[key].shape):
                 raise CheckpointError(
@@ -372,9 +374,24 @@ class LightningLocalCLI(LightningCLI):
             )
 
     # ------------------------------------------------------------------ run folders
+    def _image_frames_for_conv(self, config: Namespace) -> None:
+        """A convolutional model takes image frames: switch an event module (or a wrapper's base) to ``layout: image``."""
+        model = config.get("model")
+        if model is None or model.get("synapse") != "conv":
+            return
+        data = config.get("data")
+        while isinstance(data, Namespace):
+            init = data.get("init_args")
+            if not isinstance(init, Namespace):
+                return
+            if init.get("layout") == "flat":
+                init.layout = "image"
+            data = init.get("base")
+
     def before_instantiate_classes(self) -> None:
-        init = self._logger_args()
         config = self.config[self.subcommand]
+        self._image_frames_for_conv(config)
+        init = self._logger_args()
         if init is None or config["trainer"].get("fast_dev_run"):
             return
         root = Path(init.save_dir) / (init.get("name") or "")

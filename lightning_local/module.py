@@ -31,15 +31,37 @@ def _decay(decay: Optional[float], tau: Optional[float], decay_name: str, tau_na
     return decay_from_time_constant(default_tau if tau is None else tau, tau_name)
 
 
+def _positive_ints(values: Sequence[int]) -> bool:
+    return not isinstance(values, (str, bytes)) and all(isinstance(n, int) and n >= 1 for n in values)
+
+
 def check_model_arguments(
-    num_inputs: int, num_classes: int, hidden_sizes: Sequence[int], lr: float, weight_decay: float, recurrent_init_gain: float
+    num_inputs: int,
+    num_classes: int,
+    hidden_sizes: Sequence[int],
+    lr: float,
+    weight_decay: float,
+    recurrent_init_gain: float,
+    synapse: str = "linear",
+    channels: Sequence[int] = (),
+    input_shape: Optional[Sequence[int]] = None,
 ) -> None:
     """Reject model arguments that would crash later or silently train a dead network."""
     problems = []
     if num_inputs < 1 or num_classes < 2:
         problems.append(f"the data gives {num_inputs} inputs and {num_classes} classes (need >= 1 and >= 2)")
-    if isinstance(hidden_sizes, (str, bytes)) or any(not isinstance(n, int) or n < 1 for n in hidden_sizes):
+    if synapse not in SYNAPSES:
+        problems.append(f"synapse must be one of {', '.join(SYNAPSES)} (got {synapse!r})")
+    elif synapse == "linear" and not _positive_ints(hidden_sizes):
         problems.append(f"hidden_sizes must be a list of positive integers, e.g. [120, 84] (got {hidden_sizes!r})")
+    elif synapse == "conv":
+        if not _positive_ints(channels) or not channels:
+            problems.append(f"channels must be a non-empty list of positive integers, e.g. [64, 128, 128] (got {channels!r})")
+        if input_shape is None or len(input_shape) != 3:
+            problems.append(
+                f"a convolutional network needs image frames [channels, height, width] (the data gives {input_shape}): "
+                "use event data (nmnist, dvsgesture) with --data.init_args.layout image"
+            )
     if not lr > 0:
         problems.append(f"lr must be positive (got {lr})")
     if weight_decay < 0:
@@ -50,15 +72,28 @@ def check_model_arguments(
         raise InvalidInputError("Invalid model arguments: " + "; ".join(problems) + ". Fix the --model flags or the config.")
 
 
+#: Synapse kinds of the model's hidden layers (``--model.synapse``).
+SYNAPSES = ("linear", "conv")
+
+
 class SpikingClassifier(pl.LightningModule):
-    """A FF or REC LIF network trained by a swappable learning rule.
+    """A FF or REC LIF network, fully connected or convolutional, trained by a swappable learning rule.
 
     Args:
         num_inputs: input features per time step (linked from the data module).
         num_classes: number of classes (linked from the data module).
         learner: the learning rule (``--learner NAME`` on the command line).
-        architecture: ``ff`` or ``rec`` (recurrent weights on hidden layers).
-        hidden_sizes: neurons per hidden layer.
+        architecture: ``ff`` or ``rec`` (recurrent synapses on hidden layers).
+        hidden_sizes: neurons per hidden layer (``synapse: linear``).
+        synapse: ``linear`` (fully connected hidden layers, the paper's main networks) or
+            ``conv`` (convolutional hidden layers and a dense readout, Appendix A).
+        channels: output channels of each conv layer (``synapse: conv``; Appendix A: 64, 128, 128).
+        kernel_size: conv kernel size (Appendix A: 7).
+        stride: conv stride (Appendix A: 1).
+        padding: conv zero padding (Appendix A: 1).
+        recurrent_kernel_size: kernel of a REC conv layer's recurrent convolution ("same" padding).
+        input_shape: shape of one input frame (linked from the data module: ``[N]`` flat,
+            ``[C, H, W]`` with ``--data.init_args.layout image``).
         recurrent_init_gain: initial recurrent weights are nn.Linear's initialisation times this (REC).
         output_init_gain: gain of the output layer's initial weights relative to the neuron's
             steady-state gain (see :class:`~lightning_local.models.SpikingNetwork`); ``None``: nn.Linear's.
@@ -83,6 +118,13 @@ class SpikingClassifier(pl.LightningModule):
         learner: Union[Learner, str, dict, None] = None,
         architecture: Architecture = "ff",
         hidden_sizes: Sequence[int] = (120, 84),
+        synapse: str = "linear",
+        channels: Sequence[int] = (64, 128, 128),
+        kernel_size: int = 7,
+        stride: int = 1,
+        padding: int = 1,
+        recurrent_kernel_size: int = 3,
+        input_shape: Optional[Sequence[int]] = None,
         recurrent_init_gain: float = 0.1,
         output_init_gain: Optional[float] = DEFAULT_OUTPUT_INIT_GAIN,
         hidden_init_gain: Optional[float] = None,
@@ -98,7 +140,9 @@ class SpikingClassifier(pl.LightningModule):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        check_model_arguments(num_inputs, num_classes, hidden_sizes, lr, weight_decay, recurrent_init_gain)
+        check_model_arguments(
+            num_inputs, num_classes, hidden_sizes, lr, weight_decay, recurrent_init_gain, synapse, channels, input_shape
+        )
         self.learner: Learner = build_learner(learner if learner is not None else "bptt")
         self.save_hyperparameters(ignore=["learner"])
         # Record the rule itself so load_from_checkpoint rebuilds the same learner.
@@ -114,18 +158,22 @@ class SpikingClassifier(pl.LightningModule):
             check_backend(backend)
         except ValueError as error:
             raise InvalidInputError(f"{error} Fix the --model flag or the config.") from None
-        self.network = SpikingNetwork(
-            num_inputs,
-            list(hidden_sizes),
-            num_classes,
-            architecture,
-            params,
-            recurrent_init_gain=recurrent_init_gain,
-            output_init_gain=output_init_gain,
-            hidden_init_gain=hidden_init_gain,
-            backend=backend,
+        common = dict(
+            recurrent_init_gain=recurrent_init_gain, output_init_gain=output_init_gain,
+            hidden_init_gain=hidden_init_gain, backend=backend,
         )
-        self.learner.attach(self.network)
+        try:
+            if synapse == "conv":
+                self.network = SpikingNetwork.convolutional(
+                    input_shape, list(channels), num_classes, architecture, params, kernel_size, stride, padding,
+                    recurrent_kernel_size, **common,
+                )
+            else:
+                self.network = SpikingNetwork.fully_connected(num_inputs, list(hidden_sizes), num_classes, architecture, params, **common)
+            self.learner.check_network(self.network)
+            self.learner.attach(self.network)
+        except ValueError as error:
+            raise InvalidInputError(f"{error} Fix the --model or --learner flags or the config.") from None
         self.automatic_optimization = not self.learner.manual_optimization
         # Micro accuracy over samples ([B] labels) or targeted frames ([B, T] labels, -100 skipped).
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE_INDEX)
@@ -138,18 +186,19 @@ class SpikingClassifier(pl.LightningModule):
     # ------------------------------------------------------------------ checks
     def check_frames(self, frames: Tensor) -> None:
         """Reject input that would silently give wrong results."""
-        expected = self.network.num_inputs
-        if frames.dim() != 3 or frames.shape[-1] != expected:
+        expected = tuple(self.network.input_shape)
+        if tuple(frames.shape[2:]) != expected or frames.dim() != 2 + len(expected):
+            shape = ", ".join(map(str, expected))
             raise InvalidInputError(
-                f"Expected input frames of shape [batch, time, {expected}], got {tuple(frames.shape)}: "
-                "check that the data module's num_inputs matches the model."
+                f"Expected input frames of shape [batch, time, {shape}], got {tuple(frames.shape)}: "
+                "check that the data module's num_inputs and layout match the model."
             )
         if not torch.isfinite(frames).all():
             raise InvalidInputError("Input frames contain NaN or infinite values: check the data pipeline or the dataset files.")
 
     # ------------------------------------------------------------------ steps
     def forward(self, frames: Tensor) -> Tensor:
-        """Class scores ``[B, classes]`` for ``frames [B, T, num_inputs]``."""
+        """Class scores ``[B, classes]`` for ``frames [B, T, *input_shape]``."""
         return self.network(frames).logits
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Optional[Tensor]:

@@ -151,6 +151,7 @@ class Conversion(Learner):
     """
 
     name = "conversion"
+    linear_only = "its normalisation and IF readout are built and tested for dense layers; use bptt, decolle or fa."
 
     def __init__(
         self,
@@ -189,19 +190,19 @@ class Conversion(Learner):
     def attach(self, network: "SpikingNetwork") -> None:
         layers = network.layers
         for l, layer in enumerate(layers):
-            self.register_buffer(f"ann_weight_{l}", layer.weight.detach().clone())
-        self.register_buffer("scales", layers[0].weight.new_ones(len(layers) + 1))  # lambda_0 .. lambda_L
+            self.register_buffer(f"ann_weight_{l}", layer.synapse.weight.detach().clone())
+        self.register_buffer("scales", layers[0].synapse.weight.new_ones(len(layers) + 1))  # lambda_0 .. lambda_L
         self.register_buffer("converted", torch.zeros((), dtype=torch.bool))
-        self.register_buffer("balance_gains", layers[0].weight.new_ones(len(layers) - 1))  # k_1 .. k_{L-1}
-        if any(layer.recurrent_weight is not None for layer in layers):
+        self.register_buffer("balance_gains", layers[0].synapse.weight.new_ones(len(layers) - 1))  # k_1 .. k_{L-1}
+        if any(layer.recurrent is not None for layer in layers):
             log.warning(
                 "Conversion: the ANN has no recurrence, so the REC network's recurrent weights are set to zero "
                 "and kept at zero (the converted SNN is the FF conversion with V = 0)."
             )
             with torch.no_grad():
                 for layer in layers:
-                    if layer.recurrent_weight is not None:
-                        layer.recurrent_weight.zero_()
+                    if layer.recurrent is not None:
+                        layer.recurrent.weight.zero_()
         if self.neuron == "if":
             for layer in layers[:-1]:
                 layer.params = dataclasses.replace(network.params, alpha=0.0, beta=1.0)
@@ -210,15 +211,14 @@ class Conversion(Learner):
     # ------------------------------------------------------------------ ANN
     @staticmethod
     def ann_activations(network: "SpikingNetwork", rates: Tensor, weights: Optional[list[Tensor]] = None) -> list[Tensor]:
-        """Activations ``[a_1, ..., a_{L-1}, logits]`` of the ReLU ANN on input rates ``[B, N]``."""
-        weights = [layer.weight for layer in network.layers] if weights is None else weights
-        return ann_activations(weights, rates)
+        """Activations ``[a_1, ..., a_{L-1}, logits]`` of the ReLU ANN on input rates ``[B, *input_shape]``."""
+        return ann_activations(network, rates, weights)
 
     def ann_weights(self, network: "SpikingNetwork") -> list[Tensor]:
         """The ANN weights, whichever state the network's parameters are in."""
         if bool(self.converted):
             return [getattr(self, f"ann_weight_{l}") for l in range(len(network.layers))]
-        return [layer.weight for layer in network.layers]
+        return [layer.synapse.weight for layer in network.layers]
 
     # --------------------------------------------------------------- convert
     @torch.no_grad()
@@ -227,7 +227,7 @@ class Conversion(Learner):
         if not bool(self.converted):
             return
         for l, layer in enumerate(network.layers):
-            layer.weight.copy_(getattr(self, f"ann_weight_{l}"))
+            layer.synapse.weight.copy_(getattr(self, f"ann_weight_{l}"))
         self.converted.fill_(False)
 
     @torch.no_grad()
@@ -235,7 +235,7 @@ class Conversion(Learner):
         """``lambda_0 .. lambda_L`` from the calibration batches (or the previous ones without any)."""
         if not self._calibration:
             return self.scales.clone()
-        rates = torch.cat(self._calibration).to(self.scales.device, network.layers[0].weight.dtype)
+        rates = torch.cat(self._calibration).to(self.scales.device, network.layers[0].synapse.weight.dtype)
         scales = self.scales.new_ones(len(network.layers) + 1)
         for l, a in enumerate(self.ann_activations(network, rates, self.ann_weights(network)), start=1):
             positive = a[a > 0]
@@ -255,18 +255,18 @@ class Conversion(Learner):
         self.scales.copy_(scales)
         layers = network.layers
         for l, layer in enumerate(layers):
-            getattr(self, f"ann_weight_{l}").copy_(layer.weight)
+            getattr(self, f"ann_weight_{l}").copy_(layer.synapse.weight)
             params = layer.params
             factor = (1.0 - params.alpha) * params.v_th * float(scales[l] / scales[l + 1])
             if l == len(layers) - 1:
                 if self.neuron == "if":  # the largest input any spike vector can give stays below threshold
-                    bound = float(layer.weight.clamp(min=0).sum(dim=1).max())
+                    bound = float(layer.synapse.weight.clamp(min=0).sum(dim=1).max())
                     factor = self.output_level * params.v_th / bound if bound > 0 else 1.0
                 else:
                     factor *= (1.0 - params.beta) * self.output_level
-            layer.weight.mul_(factor)
-            if layer.recurrent_weight is not None:
-                layer.recurrent_weight.zero_()
+            layer.synapse.weight.mul_(factor)
+            if layer.recurrent is not None:
+                layer.recurrent.weight.zero_()
         if self.balance == "rates":
             self.balance_rates(network)
         self.converted.fill_(True)
@@ -284,15 +284,15 @@ class Conversion(Learner):
         """
         layers = network.layers
         if self._balance_frames:
-            dtype = layers[0].weight.dtype
-            frames = torch.cat(self._balance_frames).to(layers[0].weight.device, dtype)
+            dtype = layers[0].synapse.weight.dtype
+            frames = torch.cat(self._balance_frames).to(layers[0].synapse.weight.device, dtype)
             ann = [getattr(self, f"ann_weight_{l}") for l in range(len(layers))]  # the parameters hold SNN weights now
             activations = self.ann_activations(network, frames.mean(dim=1), ann)
             gains = self.balance_gains.new_ones(len(layers) - 1)
             x = frames.transpose(0, 1)  # [T, B, N]
             for l, layer in enumerate(layers[:-1]):
                 target = (activations[l] / self.scales[l + 1]).clamp(max=1.0).mean()
-                currents = x @ layer.weight.t()
+                currents = layer.synapse(x)
                 rate = lambda k: lif_sequence(currents * k, layer.params)[0].mean()  # noqa: E731
                 low, high = 0.25, 4.0
                 if target > 0:
@@ -306,7 +306,7 @@ class Conversion(Learner):
                 gains /= torch.distributed.get_world_size()
             self.balance_gains.copy_(gains)
         for layer, k in zip(layers[:-1], self.balance_gains):
-            layer.weight.mul_(float(k))
+            layer.synapse.weight.mul_(float(k))
 
     # ------------------------------------------------------------- training
     def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
@@ -324,8 +324,8 @@ class Conversion(Learner):
         loss = torch.nn.functional.cross_entropy(logits, labels)
         objective = loss
         for layer in network.layers:
-            if layer.recurrent_weight is not None:  # used with zero gradient, so DDP finds every parameter
-                objective = objective + 0.0 * layer.recurrent_weight.sum()
+            if layer.recurrent is not None:  # used with zero gradient, so DDP finds every parameter
+                objective = objective + 0.0 * layer.recurrent.weight.sum()
         return LearnerStep(loss=loss.detach(), logits=logits.detach(), objective=objective)
 
     @staticmethod

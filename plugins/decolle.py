@@ -25,6 +25,40 @@ if TYPE_CHECKING:  # pragma: no cover
 Readout = Literal["spikes", "membrane"]
 
 
+class SpatialPool:
+    """Fixed average pooling of ``[C, H, W]`` spike maps to ``[C, p, p]`` (a conv layer's DECOLLE readout), with its adjoint.
+
+    Written as two small matrices (``pooled = P_h s P_w^T`` per channel) built by
+    PyTorch's ``adaptive_avg_pool1d`` from identity matrices, so the pooling is
+    torch's and its adjoint ``P_h^T e P_w`` is exact without autograd in the per-step loop.
+    """
+
+    def __init__(self, shape: tuple[int, ...], size: int, like: Tensor) -> None:
+        channels, height, width = shape
+        self.size = (min(size, height), min(size, width))
+        self.p_h = self._matrix(height, self.size[0], like)
+        self.p_w = self._matrix(width, self.size[1], like)
+        self.features = channels * self.size[0] * self.size[1]
+
+    @staticmethod
+    def _matrix(length: int, size: int, like: Tensor) -> Tensor:
+        eye = torch.eye(length, dtype=torch.float64)[None]
+        return torch.nn.functional.adaptive_avg_pool1d(eye, size)[0].t().to(like)  # [size, length]
+
+    def apply(self, fn) -> "SpatialPool":
+        self.p_h, self.p_w = fn(self.p_h), fn(self.p_w)
+        return self
+
+    def __call__(self, maps: Tensor) -> Tensor:
+        """``[B, C, H, W] -> [B, C * p * p]``."""
+        return torch.einsum("bchw,ph,qw->bcpq", maps, self.p_h, self.p_w).flatten(1)
+
+    def backward(self, error: Tensor) -> Tensor:
+        """Adjoint: ``[B, C * p * p] -> [B, C, H, W]``."""
+        error = error.unflatten(1, (-1, *self.size))
+        return torch.einsum("bcpq,ph,qw->bchw", error, self.p_h, self.p_w)
+
+
 class Decolle(Learner):
     r"""Every layer learns from its own fixed random readout, locally in space and online in time.
 
@@ -41,6 +75,13 @@ class Decolle(Learner):
     Per-step labels ``[B, T]`` (sequence labelling) work the same way in every loss: ``y^t``
     at step ``t``, no error on steps labelled ``-100``, and ``T B`` replaced by the number
     of labelled steps (:class:`~lightning_local.learners.traces.TaskReadout`).
+
+    **Convolutional layers** (the paper's Appendix A). As in the DECOLLE reference
+    implementation, whose readouts see *pooled* feature maps, a conv layer's readout is
+    ``G_l`` applied to its spike maps average-pooled to a ``readout_pool x readout_pool``
+    grid per channel (:class:`SpatialPool`; documented choice of the pooling); the error
+    goes back through the pooling's exact adjoint, and the weight update is the
+    convolution's weight gradient of (error, presynaptic trace).
 
     **Gradient** (eq. 8). Each ``W_l`` (and ``V_l`` in REC) is trained on
     ``E_l`` alone, with no gradient between layers (the layer's input spikes -
@@ -92,16 +133,22 @@ class Decolle(Learner):
         online: step the optimizer within the sequence (manual optimization; default).
         update_every: time steps between optimizer steps when ``online`` (ignored otherwise).
         seed: seed of the random readouts.
+        readout_pool: grid side of a conv layer's pooled readout (ignored for dense layers).
     """
 
     name = "decolle"
 
-    def __init__(self, readout: Readout = "spikes", online: bool = True, update_every: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self, readout: Readout = "spikes", online: bool = True, update_every: int = 1, seed: int = 0, readout_pool: int = 4
+    ) -> None:
         super().__init__()
         if readout not in ("spikes", "membrane"):
             raise ValueError(f"Unknown DECOLLE readout {readout!r}: use 'spikes' or 'membrane'.")
         if update_every < 1:
             raise ValueError(f"update_every must be >= 1 (got {update_every}).")
+        if readout_pool < 1:
+            raise ValueError(f"readout_pool must be >= 1 (got {readout_pool}).")
+        self.readout_pool = readout_pool
         self.readout = readout
         self.online = online
         self.update_every = update_every
@@ -114,14 +161,30 @@ class Decolle(Learner):
 
     def attach(self, network: "SpikingNetwork") -> None:
         classes = network.layers[-1].out_features
-        like = network.layers[-1].weight
+        like = network.layers[-1].synapse.weight
+        self.pools: list[Optional[SpatialPool]] = []
         for l in range(len(network.layers) - 1):
-            n_l = network.layers[l].out_features
+            shape = network.layers[l].out_shape
+            pool = SpatialPool(shape, self.readout_pool, like) if len(shape) == 3 else None
+            n_l = pool.features if pool is not None else shape[0]
+            self.pools.append(pool)
             self.register_buffer(f"readout_{l}", fixed_uniform((classes, n_l), n_l, self.seed + l, like))
 
+    def _apply(self, fn, recurse=True):  # keep the pooling matrices on the buffers' device and dtype
+        super()._apply(fn, recurse)
+        self.pools = [pool.apply(fn) if pool is not None else None for pool in getattr(self, "pools", [])]
+        return self
+
     def readout_matrix(self, l: int) -> Tensor:
-        """The fixed random readout ``G_l`` ``[classes, n_l]`` of hidden layer ``l``."""
+        """The fixed random readout ``G_l`` ``[classes, features]`` of hidden layer ``l``."""
         return getattr(self, f"readout_{l}")
+
+    def local_error(self, l: int, task: TaskReadout, read: Tensor) -> Tensor:
+        """``dE_l/d read`` of hidden layer ``l`` for its spikes or membrane ``read`` ``[B, *out_shape]``."""
+        G, pool = self.readout_matrix(l), self.pools[l]
+        features = read if pool is None else pool(read)
+        error = task.error(features @ G.t()) @ G
+        return error if pool is None else pool.backward(error)
 
     @torch.no_grad()
     def run(self, network: "SpikingNetwork", frames: Tensor, labels: Tensor, apply=None, update_every: Optional[int] = None):
@@ -139,11 +202,10 @@ class Decolle(Learner):
         steps, batch = x_seq.shape[0], x_seq.shape[1]
         layers = list(network.layers)
         sim = OnlineSimulation(network, batch, frames)
-        pseudo = network.params.pseudo_derivative
         task = TaskReadout(labels, layers[-1].out_features, steps, frames)
-        params = [layer.weight for layer in layers] + [l.recurrent_weight for l in layers if l.recurrent_weight is not None]
+        synapses = [layer.synapse for layer in layers] + [layer.recurrent for layer in layers if layer.recurrent is not None]
+        params = [synapse.weight for synapse in synapses]
         deltas = {id(p): torch.zeros_like(p) for p in params}
-        readouts = [self.readout_matrix(l) for l in range(len(layers) - 1)]
         spikes_readout = self.readout == "spikes"
         first_errors = sim.first_errors
         for start, stop in blocks(steps, BLOCK_STEPS, update_every if apply is not None else 0):
@@ -151,19 +213,18 @@ class Decolle(Learner):
             with single_thread(frames.device):  # per-step ops are tiny
                 for i in range(stop - start):
                     sim.step(i)
-                    task.step(sim, deltas[id(layers[-1].weight)])
-                    for l, G in enumerate(readouts):
-                        read = sim.spk[l] if spikes_readout else sim.mem[l]
-                        error = task.error(read @ G.t()) @ G
+                    task.step(sim, deltas[id(layers[-1].synapse.weight)])
+                    for l, layer in enumerate(layers[:-1]):
+                        error = self.local_error(l, task, sim.spk[l] if spikes_readout else sim.mem[l])
                         if spikes_readout:
-                            error.mul_(pseudo(sim.mem[l]))
+                            error.mul_(layer.params.pseudo_derivative(sim.mem[l]))
                         if l == 0:
                             first_errors[i] = error  # accumulated exactly, per block, by end_block
                         else:
-                            deltas[id(layers[l].weight)].addmm_(error.t(), sim.inputs[l].z2)
-                        if layers[l].recurrent_weight is not None:
-                            deltas[id(layers[l].recurrent_weight)].addmm_(error.t(), sim.recurrent[l].z2)
-            sim.end_block(deltas[id(layers[0].weight)])
+                            layer.synapse.weight_gradient(error, sim.inputs[l].z2, add_to=deltas[id(layer.synapse.weight)])
+                        if layer.recurrent is not None:
+                            layer.recurrent.weight_gradient(error, sim.recurrent[l].z2, add_to=deltas[id(layer.recurrent.weight)])
+            sim.end_block(deltas[id(layers[0].synapse.weight)])
             if apply is not None and (stop % update_every == 0 or stop == steps):
                 apply([(p, deltas[id(p)]) for p in params])
                 for d in deltas.values():

@@ -108,6 +108,7 @@ class EProp(Learner):
     """
 
     name = "eprop"
+    linear_only = "the paper limits e-prop to linear layers; train a convolutional network with bptt, decolle or fa."
 
     def __init__(self, feedback: Feedback = "symmetric", seed: int = 0) -> None:
         super().__init__()
@@ -121,7 +122,7 @@ class EProp(Learner):
         self.num_hidden = len(network.layers) - 1
         if self.feedback == "random":
             classes = network.layers[-1].out_features
-            like = network.layers[-1].weight
+            like = network.layers[-1].synapse.weight
             for l in range(self.num_hidden):
                 n_l = network.layers[l].out_features
                 self.register_buffer(f"feedback_{l}", fixed_uniform((n_l, classes), n_l, self.seed + l, like))
@@ -137,9 +138,9 @@ class EProp(Learner):
             return [self.feedback_matrix(l).t() for l in range(hidden)]
         if self.feedback == "chained":
             return None
-        g = [network.layers[-1].weight]  # g_{L-1} = W_out
+        g = [network.layers[-1].synapse.weight]  # g_{L-1} = W_out
         for l in range(hidden - 1, 0, -1):
-            g.insert(0, g[0] @ network.layers[l].weight)  # g_{l-1} = g_l W_l
+            g.insert(0, network.layers[l].synapse.backward(g[0]))  # g_{l-1} = g_l W_l
         return g
 
     @torch.no_grad()
@@ -148,12 +149,10 @@ class EProp(Learner):
         x_seq = frames.transpose(0, 1)
         steps, batch = x_seq.shape[0], x_seq.shape[1]
         layers = list(network.layers)
-        weights = [layer.weight for layer in layers]
         sim = OnlineSimulation(network, batch, frames)
-        pseudo = network.params.pseudo_derivative
         readout = TaskReadout(labels, layers[-1].out_features, steps, frames)
-        d_w = [torch.zeros_like(layer.weight) for layer in layers]
-        d_v = [torch.zeros_like(layer.recurrent_weight) if layer.recurrent_weight is not None else None for layer in layers]
+        d_w = [torch.zeros_like(layer.synapse.weight) for layer in layers]
+        d_v = [torch.zeros_like(layer.recurrent.weight) if layer.recurrent is not None else None for layer in layers]
         direct = self.direct_feedback(network)  # fixed for the batch: the weights change only after it
         first_errors = sim.first_errors
         for start, stop in blocks(steps, BLOCK_STEPS):
@@ -164,17 +163,17 @@ class EProp(Learner):
                     delta = readout.step(sim, d_w[-1])
                     error = delta  # dE/du of the layer above ("chained" routing)
                     for l in range(len(layers) - 2, -1, -1):
-                        signal = error @ weights[l + 1] if direct is None else delta @ direct[l]
-                        error = signal.mul_(pseudo(sim.mem[l]))
+                        signal = layers[l + 1].synapse.backward(error) if direct is None else delta @ direct[l]
+                        error = signal.mul_(layers[l].params.pseudo_derivative(sim.mem[l]))
                         if l == 0:
                             first_errors[i] = error  # accumulated exactly, per block, by end_block
                         else:
-                            d_w[l].addmm_(error.t(), sim.inputs[l].z2)
+                            layers[l].synapse.weight_gradient(error, sim.inputs[l].z2, add_to=d_w[l])
                         if d_v[l] is not None:
-                            d_v[l].addmm_(error.t(), sim.recurrent[l].z2)
+                            layers[l].recurrent.weight_gradient(error, sim.recurrent[l].z2, add_to=d_v[l])
             sim.end_block(d_w[0])
-        updates = [(layer.weight, d) for layer, d in zip(layers, d_w)]
-        updates += [(layer.recurrent_weight, d) for layer, d in zip(layers, d_v) if d is not None]
+        updates = [(layer.synapse.weight, d) for layer, d in zip(layers, d_w)]
+        updates += [(layer.recurrent.weight, d) for layer, d in zip(layers, d_v) if d is not None]
         return readout.loss, readout.logits, updates
 
     def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Optional
 
 import torch
@@ -10,39 +11,10 @@ from torch import Tensor
 from lightning_local.learners import Learner, LearnerStep
 from lightning_local.learners.traces import fixed_uniform
 from lightning_local.models import NetworkOutput, per_step_cross_entropy
-from lightning_local.neurons import lif_sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     from lightning_local.models import SpikingNetwork
     from lightning_local.module import SpikingClassifier
-
-
-class FeedbackLinear(torch.autograd.Function):
-    """``x @ W^T`` whose backward sends the error to ``x`` through ``B`` instead of ``W``.
-
-    Forward: ``y = x W^T`` (``x`` ``[..., in]``, ``W`` and ``B`` ``[out, in]``).
-    Backward: ``dx = dy B`` (the fixed random matrix), ``dW = dy^T x`` (the usual
-    outer product, summed over all leading dimensions, i.e. time and batch).
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, feedback: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x, feedback)
-        return x @ weight.t()
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        x, feedback = ctx.saved_tensors
-        grad_x = grad_out @ feedback if ctx.needs_input_grad[0] else None
-        grad_w = None
-        if ctx.needs_input_grad[1]:
-            grad_w = grad_out.reshape(-1, grad_out.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
-        return grad_x, grad_w, None
-
-
-def feedback_linear(x: Tensor, weight: Tensor, feedback: Tensor) -> Tensor:
-    """Apply :class:`FeedbackLinear`."""
-    return FeedbackLinear.apply(x, weight, feedback)
 
 
 class FeedbackAlignment(Learner):
@@ -51,11 +23,12 @@ class FeedbackAlignment(Learner):
     **FA** (``direct=False``). The forward pass is the network's own (the fused
     LIF scan of every layer), and errors travel backward layer by layer and
     through time exactly as in BPTT - surrogate derivatives, synaptic and
-    membrane time constants, detached reset - except at the *input projection*
-    of every layer ``l >= 1``: the error reaching the presynaptic spikes is
-    ``dy B_l`` with a fixed random ``B_l`` (same shape ``[n_l, n_{l-1}]`` as
-    ``W_l``) instead of ``dy W_l`` (:class:`FeedbackLinear`). Weight gradients stay
-    the usual outer products ``sum_t dy^t (x^t)^T``. Documented choice for REC
+    membrane time constants, detached reset - except at the *input synapse*
+    of every layer ``l >= 1``: the error reaching the presynaptic spikes is sent
+    back through a fixed random ``B_l`` of ``W_l``'s shape instead of ``W_l``
+    (:meth:`~lightning_local.synapses.Synapse.with_feedback`: ``dy B_l`` for a dense
+    synapse, the transposed convolution with kernel ``B_l`` for a conv one). Weight
+    gradients stay the usual ones (``sum_t dy^t (x^t)^T`` for dense synapses). Documented choice for REC
     networks: the recurrent path *inside* a layer (``s^{t-1} -> V -> iota^t``) keeps
     ``V^T`` in the backward pass (it is the temporal part of the layer's own
     dynamics, computed by the fused scan); only the spatial transport between
@@ -76,8 +49,8 @@ class FeedbackAlignment(Learner):
     whose gradient is exactly this update; the logged loss is ``E``.
 
     **Feedback matrices** are drawn once in :meth:`attach` as
-    ``U(-1/sqrt(fan), 1/sqrt(fan))`` (``nn.Linear``'s default scale; ``fan = n_{l-1}``
-    for FA, ``n_l`` for DFA) from ``torch.Generator().manual_seed(seed + l)`` and
+    ``U(-1/sqrt(fan), 1/sqrt(fan))`` (``nn.Linear``'s default scale; ``fan`` = the fan-in
+    of ``W_l`` for FA, the layer's neuron count ``n_l`` for DFA) from ``torch.Generator().manual_seed(seed + l)`` and
     registered as buffers ``feedback_{l}`` (checkpointed, moved with the module,
     identical on every DDP rank and broadcast by DDP). FA needs one per layer
     ``l >= 1``; DFA one per hidden layer ``l < L``.
@@ -98,7 +71,7 @@ class FeedbackAlignment(Learner):
 
     def attach(self, network: "SpikingNetwork") -> None:
         layers = network.layers
-        like = layers[0].weight
+        like = layers[0].synapse.weight
         if self.direct:
             classes = layers[-1].out_features
             for l in range(len(layers) - 1):
@@ -106,23 +79,21 @@ class FeedbackAlignment(Learner):
                 self.register_buffer(f"feedback_{l}", fixed_uniform((n_l, classes), n_l, self.seed + l, like))
         else:
             for l in range(1, len(layers)):
-                shape = tuple(layers[l].weight.shape)
-                self.register_buffer(f"feedback_{l}", fixed_uniform(shape, shape[1], self.seed + l, like))
+                weight = layers[l].synapse.weight
+                fan_in = weight[0].numel()
+                self.register_buffer(f"feedback_{l}", fixed_uniform(tuple(weight.shape), fan_in, self.seed + l, like))
 
     def feedback_matrix(self, l: int) -> Tensor:
-        """``B_l``: ``[n_l, n_{l-1}]`` for FA (layers ``l >= 1``), ``[n_l, classes]`` for DFA (hidden layers)."""
+        """``B_l``: ``W_l``'s shape for FA (layers ``l >= 1``), ``[n_l, classes]`` for DFA (hidden layers)."""
         return getattr(self, f"feedback_{l}")
 
     def forward_fa(self, network: "SpikingNetwork", frames: Tensor) -> NetworkOutput:
         """Network forward whose backward is feedback alignment (values equal the network's)."""
-        x = frames.transpose(0, 1)
-        spikes: list[Tensor] = []
-        membrane = x
-        for l, layer in enumerate(network.layers):
-            currents = x @ layer.weight.t() if l == 0 else feedback_linear(x, layer.weight, self.feedback_matrix(l))
-            x, membrane = lif_sequence(currents, layer.params, layer.recurrent_weight)
-            spikes.append(x)
-        return NetworkOutput(spikes=spikes, output_membrane=membrane)
+        routes = [None] + [
+            functools.partial(layer.synapse.with_feedback, feedback=self.feedback_matrix(l))
+            for l, layer in enumerate(network.layers) if l > 0
+        ]
+        return network(frames, synapse_inputs=routes)
 
     def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
         network = module.network
@@ -144,7 +115,7 @@ class FeedbackAlignment(Learner):
         (delta,) = torch.autograd.grad(loss, membrane, retain_graph=True)  # [T, B, C]
         objective = loss
         for l, spikes in enumerate(hidden):
-            injected = delta @ self.feedback_matrix(l).t()  # [T, B, n_l]
+            injected = (delta @ self.feedback_matrix(l).t()).view_as(spikes)  # [T, B, *out_shape_l]
             objective = objective + (spikes * injected).sum()
         output = NetworkOutput(spikes=[*hidden, output_spikes], output_membrane=membrane)
         return LearnerStep(loss=loss.detach(), logits=output.scores_for(labels).detach(), objective=objective)

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from ..models import SpikingNetwork
 from ..models.ann import ANNCounterpart
+from ..neurons import lif_update
 
 AttackModel = Literal["ann", "smoothed_snn", "snn"]
 ATTACK_MODELS: tuple[str, ...] = get_args(AttackModel)
@@ -79,21 +80,16 @@ class SmoothedSNN(nn.Module):
         return membrane
 
     def _layer(self, layer: nn.Module, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """Eq. 1 (:func:`~lightning_local.neurons.lif_update`) over time with the sigmoid as the spike."""
         params = layer.params
-        currents = inputs @ layer.weight.t()
-        batch, neurons = currents.shape[1:]
-        syn = currents.new_zeros(batch, neurons)
-        mem = currents.new_zeros(batch, neurons)
-        rate = currents.new_zeros(batch, neurons)
+        smooth = lambda mem: torch.sigmoid(self.slope * (mem - params.v_th))  # noqa: E731
+        currents = layer.synapse(inputs)
+        state = layer.initial_state(currents.shape[1], currents)
         rates, mems = [], []
         for current in currents:
-            syn = params.alpha * syn + current
-            if layer.recurrent_weight is not None:
-                syn = syn + rate @ layer.recurrent_weight.t()
-            mem = params.beta * mem + syn - params.v_th * rate.detach()
-            rate = torch.sigmoid(self.slope * (mem - params.v_th))
-            rates.append(rate)
-            mems.append(mem)
+            state = lif_update(current, state, params, smooth, layer.recurrent)
+            rates.append(state.spk)
+            mems.append(state.mem)
         return torch.stack(rates), torch.stack(mems)
 
 

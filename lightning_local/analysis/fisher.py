@@ -23,8 +23,9 @@ into the layer's linear (feed-forward) weights ``W`` (LW) and recurrent weights
 ``V`` (RW).
 
 The gradient is the exact surrogate-gradient BPTT gradient of the network
-(independent of the learning rule). Per-sample gradients are obtained without
-materialising them: for ``W`` the per-sample gradient is
+(independent of the learning rule). For dense synapses per-sample gradients are
+obtained without materialising them (convolutions form each sample's gradient
+with the synapse's ``weight_gradient``): for ``W`` the per-sample gradient is
 ``sum_tau g^tau (a^tau)^T`` with ``g^tau`` the gradient w.r.t. the layer's input
 current at step ``tau`` and ``a^tau`` its presynaptic input, so
 ``||.||_F^2 = sum_{tau,sigma} (g^tau . g^sigma)(a^tau . a^sigma)``; for ``V`` the
@@ -41,7 +42,7 @@ import torch
 from torch import Tensor
 
 from ..models import SpikingNetwork
-from ..neurons import lif_sequence
+from ..synapses import LinearSynapse, Synapse
 
 Readout = Literal["running_mean", "step"]
 READOUTS: tuple[str, ...] = get_args(Readout)
@@ -50,23 +51,40 @@ WEIGHT_KINDS = ("LW", "RW")
 
 
 def _forward_with_currents(network: SpikingNetwork, frames: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
-    """The network's forward pass exposing every layer's input, input current and spikes (time-major)."""
-    x = frames.transpose(0, 1)
-    inputs, currents, spikes = [], [], []
-    membrane = x
-    for layer in network.layers:
-        current = x @ layer.weight.t()  # as LIFLayer.forward
-        spk, membrane = lif_sequence(current, layer.params, layer.recurrent_weight)
-        inputs.append(x)
-        currents.append(current)
-        spikes.append(spk)
-        x = spk
-    return membrane, inputs, currents, spikes
+    """The network's own forward pass, also returning every layer's input, input current and spikes (time-major)."""
+    inputs, currents = [], []
+
+    def recording(synapse):
+        def current_of(x: Tensor) -> Tensor:
+            inputs.append(x)
+            currents.append(synapse(x))
+            return currents[-1]
+
+        return current_of
+
+    output = network(frames, synapse_inputs=[recording(layer.synapse) for layer in network.layers])
+    return output.output_membrane, inputs, currents, output.spikes
+
+
+def _squared_norm(synapse: Synapse, grad: Tensor, presynaptic: Tensor, gram: Optional[Tensor]) -> Tensor:
+    """``||sum_tau grad^tau (x) presynaptic^tau||^2`` per sample (``[T, B, ...]`` in, ``[B]`` out).
+
+    Dense synapses use the Gram identity (nothing per sample is materialised); others
+    (convolutions) form each sample's weight gradient with the synapse's own ``weight_gradient``.
+    """
+    if gram is not None:
+        return (_gram_over_time(grad.flatten(2)) * gram).sum(dim=(1, 2))
+    return torch.stack([synapse.weight_gradient(grad[:, b], presynaptic[:, b]).square().sum() for b in range(grad.shape[1])])
 
 
 def _gram_over_time(a: Tensor) -> Tensor:
     """``[T, B, n] -> [B, T, T]`` of inner products between time steps, per sample."""
     return torch.einsum("tbn,sbn->bts", a, a)
+
+
+def _gram_if_dense(synapse: Synapse, presynaptic: Tensor) -> Optional[Tensor]:
+    """The presynaptic Gram over time for a dense synapse (``None`` for other kinds)."""
+    return _gram_over_time(presynaptic.flatten(2)) if isinstance(synapse, LinearSynapse) else None
 
 
 def check_readout(readout: str) -> None:
@@ -133,10 +151,11 @@ def squared_gradient_norms(
             labels = sample_labels(log_probs, generator)
         labels = labels.expand(num_steps, batch)
         log_likelihood = log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-        input_grams = [_gram_over_time(a.detach()) for a in inputs]
+        inputs = [a.detach() for a in inputs]
+        previous = [torch.cat([torch.zeros_like(s[:1]), s[:-1]]).detach() for s in spikes]  # s^{t-1}: V's input
+        input_grams = [_gram_if_dense(layer.synapse, a) for layer, a in zip(network.layers, inputs)]
         recurrent_grams = [
-            _gram_over_time(torch.cat([torch.zeros_like(s[:1]), s[:-1]]).detach()) if layer.recurrent_weight is not None else None
-            for layer, s in zip(network.layers, spikes)
+            _gram_if_dense(layer.recurrent, s) if layer.recurrent is not None else None for layer, s in zip(network.layers, previous)
         ]
         out = frames.new_zeros(frames.shape[0], len(steps), len(network.layers), 2)
         for k, t in enumerate(steps):
@@ -145,10 +164,11 @@ def squared_gradient_norms(
                 if grad is None:
                     continue
                 g = grad[: t + 1]  # the loss at t does not depend on later currents
-                gram = _gram_over_time(g)
-                out[:, k, l, LW] = (gram * input_grams[l][:, : t + 1, : t + 1]).sum(dim=(1, 2))
-                if recurrent_grams[l] is not None:
-                    out[:, k, l, RW] = (gram * recurrent_grams[l][:, : t + 1, : t + 1]).sum(dim=(1, 2))
+                prefix = lambda gram: None if gram is None else gram[:, : t + 1, : t + 1]  # noqa: E731
+                layer = network.layers[l]
+                out[:, k, l, LW] = _squared_norm(layer.synapse, g, inputs[l][: t + 1], prefix(input_grams[l]))
+                if layer.recurrent is not None:
+                    out[:, k, l, RW] = _squared_norm(layer.recurrent, g, previous[l][: t + 1], prefix(recurrent_grams[l]))
     return out.detach()
 
 
@@ -165,4 +185,4 @@ def normalize_per_step(fisher: Tensor, present: Tensor) -> Tensor:
 
 def weight_kinds_present(network: SpikingNetwork) -> Tensor:
     """``[L, 2]`` bool: every layer has LW; RW only where recurrent weights exist."""
-    return torch.tensor([[True, layer.recurrent_weight is not None] for layer in network.layers])
+    return torch.tensor([[True, layer.recurrent is not None] for layer in network.layers])

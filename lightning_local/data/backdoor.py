@@ -92,16 +92,18 @@ class Trigger:
     Args:
         indices: flat indices into a frame ``[num_inputs]``.
         value: the value written there (1 = an event in every time bin).
+        frame_dims: dimensions of one frame: 1 for flat frames, 3 for image frames ``[P, H, W]``.
     """
 
-    def __init__(self, indices: Sequence[int], value: float = 1.0) -> None:
+    def __init__(self, indices: Sequence[int], value: float = 1.0, frame_dims: int = 1) -> None:
         self.indices = torch.as_tensor(list(indices), dtype=torch.long)
         self.value = value
+        self.frame_dims = frame_dims
 
     def apply(self, frames: torch.Tensor) -> torch.Tensor:
-        """A copy of ``frames`` ``[..., T, num_inputs]`` with the trigger stamped on."""
+        """A copy of ``frames`` ``[..., T, *frame]`` with the trigger stamped on."""
         stamped = frames.clone()
-        stamped[..., self.indices] = self.value
+        stamped.view(*frames.shape[: frames.dim() - self.frame_dims], -1)[..., self.indices] = self.value
         return stamped
 
 
@@ -206,7 +208,7 @@ class Backdoor(EventDataModule):
         indices = [flat_index(pixel, shape) for pixel in trigger] if trigger is not None else default_trigger(shape, self.num_inputs)
         if any(not 0 <= i < self.num_inputs for i in indices):
             raise ValueError(f"Trigger indices {indices} must lie in [0, {self.num_inputs}).")
-        self.trigger = Trigger(indices, trigger_value)
+        self.trigger = Trigger(indices, trigger_value, frame_dims=len(self.input_shape))
         self.poisoned_indices: list[int] = []
         self.triggered_test_dataset: Optional[Dataset] = None
         self.source_test_dataset: Optional[Dataset] = None
@@ -215,6 +217,10 @@ class Backdoor(EventDataModule):
     @property
     def num_inputs(self) -> int:
         return self.base.num_inputs
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(getattr(self.base, "input_shape", (self.num_inputs,)))
 
     @property
     def num_classes(self) -> int:

@@ -130,6 +130,13 @@ class DVSGesture(EventDataModule):
         skip_bad_files: Drop corrupt or invalid files found by the check at setup with a
             logged warning instead of stopping (default False).
         max_file_mb: Largest file accepted, in MB (default 64).
+        frame_cache: Frame every recording once into a bit-packed cache and read frames from
+            it (default True; see :class:`~lightning_local.data.base.EventDataModule`).
+        cache_dir: Folder of the frame cache (default ``$LIGHTNING_LOCAL_CACHE/frames``).
+        unpack_on_device: Move the training batches bit-packed and unpack them on the
+            training device (default False).
+        layout: ``flat`` ``[T, P*H*W]`` frames (default) or ``image`` ``[T, P, H, W]`` for
+            convolutional networks (chosen by the CLI for ``--model.synapse conv``).
     """
 
     sensor_size = DVSGESTURE_SENSOR_SIZE
@@ -152,6 +159,10 @@ class DVSGesture(EventDataModule):
         download: bool = True,
         skip_bad_files: bool = False,
         max_file_mb: float = 64.0,
+        frame_cache: bool = True,
+        cache_dir: str | None = None,
+        unpack_on_device: bool = False,
+        layout: str = "flat",
     ) -> None:
         super().__init__(
             root=root,
@@ -165,6 +176,10 @@ class DVSGesture(EventDataModule):
             seed=seed,
             skip_bad_files=skip_bad_files,
             max_file_mb=max_file_mb,
+            frame_cache=frame_cache,
+            cache_dir=cache_dir,
+            unpack_on_device=unpack_on_device,
+            layout=layout,
         )
 
     def scan_root(self, root: Path) -> tuple[list[Record], list[Record] | None] | None:

@@ -40,19 +40,42 @@ def downsampled_sensor_size(sensor_size: tuple[int, int, int], factor: int) -> t
     return (math.ceil(width / factor), math.ceil(height / factor), polarities)
 
 
+#: Frame layouts: ``flat`` ``[T, P*H*W]`` for fully connected networks, ``image`` ``[T, P, H, W]`` for conv ones.
+LAYOUTS = ("flat", "image")
+
+
 @dataclass(frozen=True)
 class EventsToFrames:
-    """Convert a structured event array into a binary ``[T, P*H*W]`` float32 tensor.
+    """Convert a structured event array into a binary float32 tensor, ``[T, P*H*W]`` or ``[T, P, H, W]``.
 
     Args:
         sensor_size: ``(width, height, polarities)`` of the recording sensor.
         n_time_bins: Number of time bins ``T``.
         downsample: Integer spatial downsampling factor; 1 disables it.
+        layout: ``flat`` (``[T, P*H*W]``, fully connected networks) or ``image``
+            (``[T, P, H, W]``, convolutional networks); the values are the same.
     """
 
     sensor_size: tuple[int, int, int]
     n_time_bins: int
     downsample: int = 1
+    layout: str = "flat"
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)} (got {self.layout!r}).")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one frame in this layout: ``(P*H*W,)`` or ``(P, H, W)``."""
+        if self.layout == "flat":
+            return (self.num_inputs,)
+        width, height, polarities = self.frame_size
+        return (polarities, height, width)
+
+    def arrange(self, frames: torch.Tensor) -> torch.Tensor:
+        """Flat ``[..., T, P*H*W]`` frames in this layout (a view; no copy)."""
+        return frames if self.layout == "flat" else frames.unflatten(-1, self.input_shape)
 
     @property
     def frame_size(self) -> tuple[int, int, int]:
@@ -72,7 +95,7 @@ class EventsToFrames:
             source: Where the events came from, used in error messages.
 
         Returns:
-            ``float32`` tensor of shape ``[n_time_bins, num_inputs]`` with values in {0, 1}.
+            ``float32`` tensor of shape ``[n_time_bins, *input_shape]`` with values in {0, 1}.
 
         Raises:
             EventDataError: The timestamps are NaN or infinite.
@@ -86,4 +109,4 @@ class EventsToFrames:
             events = Downsample(spatial_factor=1.0 / self.downsample)(events)
         frames = ToFrame(sensor_size=self.frame_size, n_time_bins=self.n_time_bins)(events)
         frames = np.minimum(frames, 1).reshape(self.n_time_bins, -1)
-        return torch.from_numpy(frames.astype(np.float32))
+        return self.arrange(torch.from_numpy(frames.astype(np.float32)))

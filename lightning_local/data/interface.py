@@ -42,10 +42,12 @@ class EpochShuffleSampler(RandomSampler):
 class SpikingDataModule(pl.LightningDataModule):
     """Base of every data module ``lightning-local --data`` accepts.
 
-    Subclasses yield batches ``(frames, labels)`` with ``frames`` float32 ``[B, T, num_inputs]``
+    Subclasses yield batches ``(frames, labels)`` with ``frames`` float32 ``[B, T, *input_shape]``
+    (``input_shape`` is ``(num_inputs,)`` for fully connected networks; event modules give
+    ``(P, H, W)`` for convolutional ones with ``layout="image"``)
     and either ``labels`` int64 ``[B]`` (one class per sequence) or ``[B, T]`` (one class
-    per time step, ``-100`` where a step has no target). The CLI links ``num_inputs`` and
-    ``num_classes`` into the model.
+    per time step, ``-100`` where a step has no target). The CLI links ``num_inputs``,
+    ``input_shape`` and ``num_classes`` into the model.
 
     Subclasses set ``batch_size``, ``num_workers``, ``seed`` and, in ``setup``,
     ``train_dataset``/``val_dataset``/``test_dataset``; the loaders below are shared.
@@ -55,6 +57,11 @@ class SpikingDataModule(pl.LightningDataModule):
     def num_inputs(self) -> int:
         """Features per time step."""
         raise NotImplementedError
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one frame: ``(num_inputs,)`` unless the module yields image frames ``(C, H, W)``."""
+        return (self.num_inputs,)
 
     @property
     def num_classes(self) -> int:

@@ -57,6 +57,13 @@ class NMNIST(EventDataModule):
         skip_bad_files: Drop corrupt or invalid files found by the check at setup with a
             logged warning instead of stopping (default False).
         max_file_mb: Largest file accepted, in MB (default 64; a recording is ~20 kB).
+        frame_cache: Frame every recording once into a bit-packed cache and read frames from
+            it (default True; see :class:`~lightning_local.data.base.EventDataModule`).
+        cache_dir: Folder of the frame cache (default ``$LIGHTNING_LOCAL_CACHE/frames``).
+        unpack_on_device: Move the training batches bit-packed and unpack them on the
+            training device (default False).
+        layout: ``flat`` ``[T, P*H*W]`` frames (default) or ``image`` ``[T, P, H, W]`` for
+            convolutional networks (chosen by the CLI for ``--model.synapse conv``).
     """
 
     sensor_size = NMNIST_SENSOR_SIZE

@@ -183,6 +183,13 @@ class SaccadeDigits(NMNIST):
         skip_bad_files: Drop invalid files found by the check at setup instead of stopping
             (default False).
         max_file_mb: Largest file accepted, in MB (default 64).
+        frame_cache: Frame every recording once into a bit-packed cache and read frames from
+            it (default True; see :class:`~lightning_local.data.base.EventDataModule`).
+        cache_dir: Folder of the frame cache (default ``$LIGHTNING_LOCAL_CACHE/frames``).
+        unpack_on_device: Move the training batches bit-packed and unpack them on the
+            training device (default False).
+        layout: ``flat`` ``[T, P*H*W]`` frames (default) or ``image`` ``[T, P, H, W]`` for
+            convolutional networks (chosen by the CLI for ``--model.synapse conv``).
     """
 
     def __init__(
@@ -197,6 +204,10 @@ class SaccadeDigits(NMNIST):
         max_samples_per_class: int | None = None,
         skip_bad_files: bool = False,
         max_file_mb: float = 64.0,
+        frame_cache: bool = True,
+        cache_dir: str | None = None,
+        unpack_on_device: bool = False,
+        layout: str = "flat",
     ) -> None:
         if max_samples_per_class is not None and max_samples_per_class < 1:
             raise DataArgumentError(
@@ -213,6 +224,10 @@ class SaccadeDigits(NMNIST):
             download=False,
             skip_bad_files=skip_bad_files,
             max_file_mb=max_file_mb,
+            frame_cache=frame_cache,
+            cache_dir=cache_dir,
+            unpack_on_device=unpack_on_device,
+            layout=layout,
         )
         self.max_samples_per_class = max_samples_per_class
 

@@ -66,6 +66,13 @@ class Learner(nn.Module):
     name: ClassVar[str] = ""
     #: True when :meth:`training_step` steps the optimizer itself.
     manual_optimization: ClassVar[bool] = False
+    #: Non-empty when the rule trains fully connected networks only: the reason, in one sentence.
+    linear_only: ClassVar[str] = ""
+
+    def check_network(self, network: "SpikingNetwork") -> None:
+        """Refuse a network this rule cannot train (called before :meth:`attach`)."""
+        if self.linear_only and not network.is_dense:
+            raise ValueError(f"{self.name or type(self).__name__} trains fully connected networks only: {self.linear_only}")
 
     def attach(self, network: "SpikingNetwork") -> None:
         """Called once the network exists: create feedback matrices, traces, ... here."""

@@ -31,13 +31,15 @@ inputs``), independent of T.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from ..models import SpikingNetwork
 from ..models.network import IGNORE_INDEX
+from ..neurons import LIFState, heaviside, lif_update
+from ..synapses import Synapse
 
 #: Time steps of the first layer processed together (input projection and exact
 #: block-wise update): working memory O(BLOCK_STEPS), not O(T).
@@ -49,7 +51,7 @@ class PresynapticTrace:
 
     Args:
         batch: batch size.
-        neurons: presynaptic neurons.
+        neurons: shape of the presynaptic population (``(n,)``, or ``(C, H, W)`` for spike maps).
         like: tensor whose device and dtype the traces take.
         alpha: synaptic decay of the *postsynaptic* layer.
         beta: membrane decay of the *postsynaptic* layer.
@@ -57,9 +59,10 @@ class PresynapticTrace:
 
     __slots__ = ("z1", "z2", "alpha", "beta")
 
-    def __init__(self, batch: int, neurons: int, like: Tensor, alpha: float, beta: float) -> None:
-        self.z1 = like.new_zeros(batch, neurons)
-        self.z2 = like.new_zeros(batch, neurons)
+    def __init__(self, batch: int, neurons: Union[int, Sequence[int]], like: Tensor, alpha: float, beta: float) -> None:
+        shape = (neurons,) if isinstance(neurons, int) else tuple(neurons)
+        self.z1 = like.new_zeros(batch, *shape)
+        self.z2 = like.new_zeros(batch, *shape)
         self.alpha, self.beta = alpha, beta
 
     def update(self, x: Tensor) -> Tensor:
@@ -86,9 +89,12 @@ class BlockInputTrace:
     (sum_t alpha kern(t) g^t)^T a`` with the lower-triangular Toeplitz
     ``H[t, s] = kern(t - s)``: one ``[n_out x kB] @ [kB x n_in]`` matmul plus two
     small ones, identical (up to rounding) to accumulating ``(g^t)^T z2^t`` step by step.
+    The filter acts on the errors, so the same holds for any synapse whose weight
+    gradient is bilinear in (error, presynaptic input) - a convolution's too: each
+    product above is one :meth:`~lightning_local.synapses.Synapse.weight_gradient` call.
     """
 
-    def __init__(self, batch: int, neurons: int, like: Tensor, alpha: float, beta: float, block: int) -> None:
+    def __init__(self, batch: int, neurons: Union[int, Sequence[int]], like: Tensor, alpha: float, beta: float, block: int) -> None:
         self.trace = PresynapticTrace(batch, neurons, like, alpha, beta)
         self.alpha, self.beta = alpha, beta
         kern = [1.0]
@@ -109,26 +115,28 @@ class BlockInputTrace:
     def z2(self) -> Tensor:
         return self.trace.z2
 
-    def accumulate(self, update: Tensor, errors: Tensor, inputs: Tensor) -> None:
+    def accumulate(self, update: Tensor, errors: Tensor, inputs: Tensor, synapse: Synapse) -> None:
         """Add ``sum_t (g^t)^T z2^t`` over a block to ``update`` and advance the traces past it.
 
         Args:
-            update: ``[n_out, n_in]`` accumulator (changed in place).
-            errors: ``g`` of the block, ``[k, batch, n_out]``.
-            inputs: the block's presynaptic input, ``[k * batch, n_in]`` in (step, sample) order.
+            update: accumulator of the synapse's weight shape (changed in place).
+            errors: ``g`` of the block, ``[k, batch, *out_shape]``.
+            inputs: the block's presynaptic input, ``[k * batch, *in_shape]`` in (step, sample) order.
+            synapse: the synapse whose weight the update is for.
         """
-        k, batch, n_out = errors.shape
-        if k == 1:  # e.g. online DECOLLE stepping every step: one matmul instead of three
-            update.addmm_(errors[0].t(), self.trace.update(inputs))
+        k, batch = errors.shape[:2]
+        if k == 1:  # e.g. online DECOLLE stepping every step: one product instead of three
+            synapse.weight_gradient(errors[0], self.trace.update(inputs), add_to=update)
             return
-        flat = errors.reshape(k, batch * n_out)
-        filtered = (self.filter[:k, :k].t() @ flat).reshape(k * batch, n_out)
-        update.addmm_(filtered.t(), inputs)
-        from_z2 = (self.beta_powers[:k] @ flat).reshape(batch, n_out)
-        from_z1 = (self.kern[:k] @ flat).reshape(batch, n_out)
-        update.addmm_(from_z2.t(), self.z2).addmm_(from_z1.t(), self.z1, alpha=self.alpha)
+        flat = errors.reshape(k, -1)
+        filtered = (self.filter[:k, :k].t() @ flat).view(k * batch, *errors.shape[2:])
+        synapse.weight_gradient(filtered, inputs, add_to=update)
+        from_z2 = (self.beta_powers[:k] @ flat).view(batch, *errors.shape[2:])
+        from_z1 = (self.kern[:k] @ flat).view(batch, *errors.shape[2:])
+        synapse.weight_gradient(from_z2, self.z2, add_to=update)
+        synapse.weight_gradient(from_z1, self.z1, add_to=update, alpha=self.alpha)
         # Traces at the block's last step (z2 first: it needs the old z1).
-        x = inputs.reshape(k, -1)
+        x = inputs.reshape(k, -1).to(self.z2.dtype)
         last_kern = self.kern[:k].flip(0)  # kern(k-1-s)
         new_z2 = (last_kern @ x).view_as(self.z2)
         new_z2.add_(self.z2, alpha=self.beta**k).add_(self.z1, alpha=self.alpha * float(self.kern[k - 1]))
@@ -147,7 +155,7 @@ class OnlineSimulation:
 
         sim = OnlineSimulation(network, batch, frames)
         for start, stop in blocks(T, BLOCK_STEPS):
-            sim.begin_block(x_seq[start:stop])         # time-major [k, batch, inputs]
+            sim.begin_block(x_seq[start:stop])         # time-major [k, batch, *input_shape]
             with single_thread(frames.device):
                 for i in range(stop - start):
                     sim.step(i)
@@ -159,9 +167,12 @@ class OnlineSimulation:
     its reset) and ``spk[l]`` is ``s^t``; for ``l >= 1`` ``inputs[l].z2`` is the
     trace of its presynaptic input, and for REC hidden layers ``recurrent[l].z2``
     the trace of its own ``s^{t-1}`` (``None`` otherwise). The first layer's input
-    trace is advanced per block (:class:`BlockInputTrace`, ``inputs[0]``). The
-    arithmetic is that of the network's fused scan in the same order, so the
-    spikes equal the network's own forward pass.
+    trace is advanced per block (:class:`BlockInputTrace`, ``inputs[0]``). Every
+    layer advances by :func:`~lightning_local.neurons.lif.lif_update` with its own
+    constants and the current of its synapse, as in the network's fused scan, so the
+    spikes equal the network's own forward pass. Synapses of any kind work (dense,
+    convolutional); a rule turns an error ``g`` into a weight update with the
+    synapse's ``weight_gradient(g, trace)``.
 
     The weights are read when used (``W_0`` once per block), so an optimizer may
     change them between blocks.
@@ -174,75 +185,64 @@ class OnlineSimulation:
     """
 
     def __init__(self, network: SpikingNetwork, batch: int, like: Tensor, block: int = BLOCK_STEPS) -> None:
-        params = network.params
         self.network = network
+        self.layers = list(network.layers)
         self.batch, self.block = batch, block
-        self.alpha, self.beta, self.v_th = params.alpha, params.beta, params.v_th
-        # Transposed *views*: they alias the parameters, so in-place optimizer steps are seen.
-        self.weight_t = [layer.weight.t() for layer in network.layers]
-        self.recurrent_t = [
-            layer.recurrent_weight.t() if layer.recurrent_weight is not None else None for layer in network.layers
-        ]
-        self.threshold = like.new_full((), params.v_th)
+        self.fire = [heaviside(layer.params) for layer in self.layers]
         self.syn: list[Tensor] = []
         self.mem: list[Tensor] = []
         self.spk: list[Tensor] = []
         self.inputs: list = []
         self.recurrent: list[Optional[PresynapticTrace]] = []
-        for l, layer in enumerate(network.layers):
-            n_out = layer.out_features
-            self.syn.append(like.new_zeros(batch, n_out))
-            self.mem.append(like.new_zeros(batch, n_out))
-            self.spk.append(like.new_zeros(batch, n_out))
-            if l == 0:
-                self.inputs.append(BlockInputTrace(batch, layer.in_features, like, self.alpha, self.beta, block))
-            else:
-                self.inputs.append(PresynapticTrace(batch, layer.in_features, like, self.alpha, self.beta))
-            self.recurrent.append(
-                PresynapticTrace(batch, n_out, like, self.alpha, self.beta) if layer.recurrent_weight is not None else None
+        for l, layer in enumerate(self.layers):
+            state = layer.initial_state(batch, like)
+            self.syn.append(state.syn)
+            self.mem.append(state.mem)
+            self.spk.append(state.spk)
+            # The traces filter with the *postsynaptic* layer's constants.
+            alpha, beta = layer.params.alpha, layer.params.beta
+            trace = BlockInputTrace(batch, layer.in_shape, like, alpha, beta, block) if l == 0 else (
+                PresynapticTrace(batch, layer.in_shape, like, alpha, beta)
             )
+            self.inputs.append(trace)
+            self.recurrent.append(PresynapticTrace(batch, layer.out_shape, like, alpha, beta) if layer.recurrent is not None else None)
         #: ``g^t = dE/du_0^t`` of the first layer for each step of the current block (written by the rule).
-        self.first_errors = like.new_zeros(block, batch, network.layers[0].out_features)
+        self.first_errors = like.new_zeros(block, batch, *self.layers[0].out_shape)
         self._block_inputs: Optional[Tensor] = None
         self._block_currents: Optional[Tensor] = None
 
     def begin_block(self, frames: Tensor) -> None:
-        """Start a block of ``k <= block`` steps; ``frames`` is time-major ``[k, batch, inputs]``."""
+        """Start a block of ``k <= block`` steps; ``frames`` is time-major ``[k, batch, *input_shape]``."""
         k = frames.shape[0]
         if k > self.block:
             raise ValueError(f"A block has at most {self.block} steps (got {k}).")
-        self._block_inputs = frames.reshape(k * self.batch, frames.shape[-1])  # (step, sample) rows; copies a view
-        self._block_currents = (self._block_inputs @ self.weight_t[0]).view(k, self.batch, -1)
+        self._block_inputs = frames.reshape(k * self.batch, *frames.shape[2:])  # (step, sample) rows; copies a view
+        self._block_currents = self.layers[0].synapse(self._block_inputs).view(k, self.batch, *self.layers[0].out_shape)
         self.first_errors.zero_()
 
     def step(self, i: int) -> None:
         """Advance every layer by step ``i`` of the current block."""
-        alpha, beta, v_th = self.alpha, self.beta, self.v_th
         x: Optional[Tensor] = None
-        for l in range(len(self.syn)):
+        for l, layer in enumerate(self.layers):
             previous = self.spk[l]
-            # iota^t = alpha iota^{t-1} + W x^t (+ V s^{t-1})
             if l == 0:
-                syn = torch.add(self._block_currents[i], self.syn[l], alpha=alpha)
+                current = self._block_currents[i]
             else:
                 self.inputs[l].update(x)
-                syn = torch.addmm(self.syn[l], x, self.weight_t[l], beta=alpha)
-            if self.recurrent_t[l] is not None:
-                syn.addmm_(previous, self.recurrent_t[l])
+                current = layer.synapse(x)
+            if layer.recurrent is not None:
                 self.recurrent[l].update(previous)
-            # u^t = beta u^{t-1} + iota^t - V_th s^{t-1}
-            mem = torch.add(syn, self.mem[l], alpha=beta).sub_(previous, alpha=v_th)
-            spk = torch.gt(mem, self.threshold).to(mem.dtype)
-            self.syn[l], self.mem[l], self.spk[l] = syn, mem, spk
-            x = spk
+            state = lif_update(current, LIFState(self.syn[l], self.mem[l], previous), layer.params, self.fire[l], layer.recurrent)
+            self.syn[l], self.mem[l], self.spk[l] = state
+            x = state.spk
 
     def end_block(self, first_update: Tensor) -> None:
-        """Finish the block: add the first layer's ``sum_t (g^t)^T z2^t`` to ``first_update`` ``[n_1, inputs]``.
+        """Finish the block: add the first layer's ``sum_t (g^t)^T z2^t`` to ``first_update`` (``W_0``'s shape).
 
         ``g^t`` are the rows of :attr:`first_errors` written during the block.
         """
         k = self._block_currents.shape[0]
-        self.inputs[0].accumulate(first_update, self.first_errors[:k], self._block_inputs)
+        self.inputs[0].accumulate(first_update, self.first_errors[:k], self._block_inputs, self.layers[0].synapse)
         self._block_inputs = self._block_currents = None
 
     def state_nbytes(self) -> int:
@@ -251,7 +251,7 @@ class OnlineSimulation:
         total = sum(size(t) for t in (*self.syn, *self.mem, *self.spk))
         total += sum(trace.nbytes() for trace in self.inputs)
         total += sum(trace.nbytes() for trace in self.recurrent if trace is not None)
-        n_in = self.network.layers[0].in_features
+        n_in = self.layers[0].in_features
         block = self.first_errors
         total += size(block) * (1 + 1)  # first-layer errors and block currents
         total += block.shape[0] * block.shape[1] * n_in * block.element_size()  # the copied input block
@@ -322,7 +322,7 @@ class TaskReadout:
         self.t += 1
         delta, step_loss = self._error(u_out)
         self.loss_sum.add_(step_loss)
-        output_update.addmm_(delta.t(), sim.inputs[-1].z2)
+        sim.layers[-1].synapse.weight_gradient(delta, sim.inputs[-1].z2, add_to=output_update)
         return delta
 
     def error(self, logits: Tensor) -> Tensor:

@@ -1,7 +1,8 @@
-"""Fully connected LIF networks: feed-forward (FF) and explicitly recurrent (REC).
+"""LIF networks, fully connected or convolutional: feed-forward (FF) and explicitly recurrent (REC).
 
-A network is a stack of :class:`LIFLayer`. In REC networks every *hidden*
-layer has its own recurrent weights ``V``; the output layer never does.
+A network is a stack of :class:`LIFLayer`, each a synapse (:mod:`lightning_local.synapses`)
+feeding LIF neurons. In REC networks every *hidden* layer has its own recurrent
+synapse ``V``; the output layer never does.
 
 Readout (documented choice): the output layer is made of the same LIF neurons;
 its membrane potential ``u^t`` is read out at every step. The training loss is
@@ -12,15 +13,16 @@ and the prediction is ``argmax_c sum_t u_c^t``.
 
 from __future__ import annotations
 
-import math
+import re
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..neurons import LIFParameters, LIFState, lif_sequence, lif_step
 from ..neurons.backends import check_backend
+from ..synapses import ConvSynapse, LinearSynapse, Synapse
 
 Architecture = Literal["ff", "rec"]
 
@@ -31,80 +33,117 @@ Architecture = Literal["ff", "rec"]
 DEFAULT_OUTPUT_INIT_GAIN = 5.0
 
 
+#: Parameter names of a layer in checkpoints written before the synapse split -> their names now.
+LEGACY_LAYER_KEYS = {"weight": "synapse.weight", "recurrent_weight": "recurrent.weight"}
+_LEGACY_KEY = re.compile(r"(^|\.)layers\.(\d+)\.(" + "|".join(LEGACY_LAYER_KEYS) + r")$")
+
+
+def upgrade_layer_keys(state_dict: dict) -> dict:
+    """``state_dict`` with the old layer parameter names (``layers.N.weight``) renamed to today's."""
+    return {_LEGACY_KEY.sub(lambda m: f"{m[1]}layers.{m[2]}.{LEGACY_LAYER_KEYS[m[3]]}", key): value for key, value in state_dict.items()}
+
+
 class LIFLayer(nn.Module):
-    """One fully connected layer of LIF neurons (eq. 1), bias-free like the paper.
+    """One layer: a synapse (dense or convolutional) feeding LIF neurons (eq. 1), bias-free like the paper.
+
+    The neurons take their current from the synapse and never look at its weight,
+    so any :class:`~lightning_local.synapses.Synapse` works; learning rules and
+    analyses reach the weights only through the synapse's interface.
 
     Args:
-        in_features: size of the presynaptic layer.
-        out_features: number of LIF neurons.
+        synapse: the feed-forward synapse (``W``); its ``out_shape`` is the neurons' shape.
         params: neuron constants.
-        recurrent: add recurrent weights ``V`` (REC hidden layers).
-        recurrent_init_gain: ``V`` starts as ``nn.Linear``'s uniform initialisation times this gain.
-        weight_init_gain: ``None``: ``W`` keeps ``nn.Linear``'s initialisation. A number ``g``:
-            that initialisation is scaled by ``g (1 - alpha)(1 - beta)``, so a constant input
-            drive reaches the membrane with gain ``g`` instead of the neuron's steady-state gain
-            ``1 / ((1 - alpha)(1 - beta))`` (58 at tau 5/10 steps, 2,000 at decays 0.99/0.95).
+        recurrent: optional recurrent synapse (``V``, REC hidden layers) from the layer's own
+            spikes to its neurons (``out_shape -> out_shape``).
+        recurrent_init_gain: ``V`` keeps its synapse's initialisation times this gain.
+        weight_init_gain: ``None``: ``W`` keeps its synapse's initialisation (``nn.Linear``'s /
+            ``nn.Conv2d``'s). A number ``g``: that initialisation is scaled by ``g (1 - alpha)(1 - beta)``,
+            so a constant input drive reaches the membrane with gain ``g`` instead of the neuron's
+            steady-state gain ``1 / ((1 - alpha)(1 - beta))`` (58 at tau 5/10 steps, 2,000 at decays 0.99/0.95).
         backend: implementation of the scan (see :mod:`lightning_local.neurons.backends`).
     """
 
     def __init__(
         self,
-        in_features: int,
-        out_features: int,
+        synapse: Synapse,
         params: LIFParameters,
-        recurrent: bool = False,
+        recurrent: Optional[Synapse] = None,
         recurrent_init_gain: float = 0.1,
         weight_init_gain: Optional[float] = None,
         backend: str = "auto",
     ) -> None:
         super().__init__()
+        if recurrent is not None and (recurrent.in_shape != synapse.out_shape or recurrent.out_shape != synapse.out_shape):
+            raise ValueError(f"A recurrent synapse must map the layer's {synapse.out_shape} neurons onto themselves.")
+        self.synapse = synapse
+        self.recurrent = recurrent
         self.params = params
         self.backend = check_backend(backend)
-        self.recurrent_init_gain = recurrent_init_gain
-        self.weight_init_gain = weight_init_gain
-        self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.recurrent_weight: Optional[nn.Parameter] = (
-            nn.Parameter(torch.empty(out_features, out_features)) if recurrent else None
-        )
-        self.reset_parameters()
+        with torch.no_grad():
+            if weight_init_gain is not None:
+                synapse.weight.mul_(weight_init_gain / params.steady_state_gain)
+            # At full scale a REC layer starts at ~10x FF's firing rate (N-MNIST: 34 % vs 3.4 % in the
+            # first layer) and trains far worse; at 0.1 it starts close to FF and learns V.
+            if recurrent is not None:
+                recurrent.weight.mul_(recurrent_init_gain)
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        """Shape of the presynaptic input of one sample at one step."""
+        return self.synapse.in_shape
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        """Shape of this layer's neurons (``(n,)`` dense, ``(C, H, W)`` convolutional)."""
+        return self.synapse.out_shape
 
     @property
     def in_features(self) -> int:
-        return self.weight.shape[1]
+        return self.synapse.in_features
 
     @property
     def out_features(self) -> int:
-        return self.weight.shape[0]
+        return self.synapse.out_features
 
-    def reset_parameters(self) -> None:
-        # nn.Linear's default initialisation for W. V gets the same, scaled down: at full
-        # scale a REC layer starts at ~10x FF's firing rate (N-MNIST: 34 % vs 3.4 % in the
-        # first layer) and trains far worse; at 0.1 it starts close to FF and learns V.
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.weight_init_gain is not None:
-            with torch.no_grad():
-                self.weight.mul_(self.weight_init_gain / self.params.steady_state_gain)
-        if self.recurrent_weight is not None:
-            nn.init.kaiming_uniform_(self.recurrent_weight, a=math.sqrt(5))
-            with torch.no_grad():
-                self.recurrent_weight.mul_(self.recurrent_init_gain)
+    @property
+    def synapses(self) -> list[Synapse]:
+        """The layer's trainable synapses: ``W``, then ``V`` if the layer is recurrent."""
+        return [self.synapse] if self.recurrent is None else [self.synapse, self.recurrent]
 
-    def forward(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
-        """Whole sequence: ``inputs`` ``[T, B, in]`` -> ``(spikes, membrane)`` ``[T, B, out]``."""
-        # One matmul projects all time steps at once; the scan does the rest.
-        currents = inputs @ self.weight.t()
-        return lif_sequence(currents, self.params, self.recurrent_weight, backend=self.backend)
+    def forward(self, inputs: Tensor, synapse_input: Optional[Callable[[Tensor], Tensor]] = None) -> tuple[Tensor, Tensor]:
+        """Whole sequence: ``inputs`` ``[T, B, *in_shape]`` -> ``(spikes, membrane)`` ``[T, B, *out_shape]``.
+
+        ``synapse_input`` replaces the synapse's forward map (same values, other backward:
+        feedback alignment).
+        """
+        # One matmul/convolution projects all time steps at once; the scan does the rest.
+        currents = self.synapse(inputs) if synapse_input is None else synapse_input(inputs)
+        return lif_sequence(currents, self.params, self.recurrent, backend=self.backend)
 
     def step(self, inputs: Tensor, state: LIFState) -> LIFState:
-        """One time step: ``inputs`` ``[B, in]``; returns the new state (with spikes)."""
-        return lif_step(inputs @ self.weight.t(), state, self.params, self.recurrent_weight)
+        """One time step under autograd: ``inputs`` ``[B, *in_shape]``; returns the new state (with spikes)."""
+        return lif_step(self.synapse(inputs), state, self.params, self.recurrent)
 
     def initial_state(self, batch: int, like: Tensor) -> LIFState:
         """Zero state for a batch, on ``like``'s device and dtype."""
-        return LIFState.zeros(batch, self.out_features, like)
+        return LIFState.zeros(batch, self.out_shape, like)
 
-    def extra_repr(self) -> str:
-        return f"{self.in_features}, {self.out_features}, recurrent={self.recurrent_weight is not None}"
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: D401
+        for old, new in LEGACY_LAYER_KEYS.items():
+            if prefix + old in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # Read-only views kept for tests, references and user scripts.
+    @property
+    def weight(self) -> Tensor:
+        """The feed-forward synapse's weight."""
+        return self.synapse.weight
+
+    @property
+    def recurrent_weight(self) -> Optional[Tensor]:
+        """The recurrent synapse's weight (``None`` for non-recurrent layers)."""
+        return None if self.recurrent is None else self.recurrent.weight
 
 
 @dataclass
@@ -135,7 +174,11 @@ class NetworkOutput:
 
 
 class SpikingNetwork(nn.Module):
-    """FF or REC fully connected SNN of LIF neurons.
+    """A stack of :class:`LIFLayer` s, FF or REC: hidden layers, then an output layer read out by its membrane.
+
+    Built by :meth:`fully_connected` (the paper's networks; also this class's own
+    constructor) or :meth:`convolutional` (Appendix A). In REC networks every *hidden*
+    layer has a recurrent synapse; the output layer never does.
 
     Args:
         num_inputs: input features per time step.
@@ -167,36 +210,104 @@ class SpikingNetwork(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        if architecture not in ("ff", "rec"):
-            raise ValueError(f"Unknown architecture {architecture!r}: use 'ff' or 'rec'.")
+        check_architecture(architecture)
         sizes = [num_inputs, *hidden_sizes, num_classes]
+        hidden = [
+            (LinearSynapse(n_in, n_out), LinearSynapse(n_out, n_out) if architecture == "rec" else None)
+            for n_in, n_out in zip(sizes[:-2], sizes[1:-1])
+        ]
+        self._stack(hidden, LinearSynapse(sizes[-2], num_classes), architecture, params,
+                    recurrent_init_gain, output_init_gain, hidden_init_gain, backend)
+
+    @classmethod
+    def fully_connected(cls, *args, **kwargs) -> "SpikingNetwork":
+        """The fully connected network (same arguments as the constructor)."""
+        return cls(*args, **kwargs)
+
+    @classmethod
+    def convolutional(
+        cls,
+        input_shape: Sequence[int],
+        channels: Sequence[int],
+        num_classes: int,
+        architecture: Architecture = "ff",
+        params: LIFParameters = LIFParameters(),
+        kernel_size: int = 7,
+        stride: int = 1,
+        padding: int = 1,
+        recurrent_kernel_size: int = 3,
+        recurrent_init_gain: float = 0.1,
+        output_init_gain: Optional[float] = DEFAULT_OUTPUT_INIT_GAIN,
+        hidden_init_gain: Optional[float] = None,
+        backend: str = "auto",
+    ) -> "SpikingNetwork":
+        """The paper's convolutional network (Appendix A): conv LIF layers, then a dense LIF readout.
+
+        Appendix A: 3 layers of 64, 128 and 128 channels, kernel 7, stride 1, padding 1.
+        REC (documented choice; the paper does not say): each conv layer's recurrent
+        synapse is a *recurrent convolution* over the layer's own spike maps,
+        ``C -> C`` channels, kernel ``recurrent_kernel_size`` (3) with "same" padding
+        (``(k - 1) / 2``), so ``V`` is local and translation-invariant like ``W``.
+        The output layer is dense over the last layer's flattened spike maps.
+
+        Args:
+            input_shape: ``(channels, height, width)`` of one input frame.
+            channels: output channels of each conv layer.
+            num_classes: output neurons.
+        """
+        check_architecture(architecture)
+        if recurrent_kernel_size < 1 or recurrent_kernel_size % 2 == 0:
+            raise ValueError(f"recurrent_kernel_size must be odd and positive (got {recurrent_kernel_size}).")
+        network = cls.__new__(cls)
+        nn.Module.__init__(network)
+        hidden, shape = [], tuple(input_shape)
+        for out_channels in channels:
+            synapse = ConvSynapse(shape, out_channels, kernel_size, stride, padding)
+            shape = synapse.out_shape
+            recurrent = (
+                ConvSynapse(shape, out_channels, recurrent_kernel_size, 1, recurrent_kernel_size // 2)
+                if architecture == "rec" else None
+            )
+            hidden.append((synapse, recurrent))
+        network._stack(hidden, LinearSynapse(shape, num_classes), architecture, params,
+                       recurrent_init_gain, output_init_gain, hidden_init_gain, backend)
+        return network
+
+    def _stack(self, hidden, output, architecture, params, recurrent_init_gain, output_init_gain, hidden_init_gain, backend) -> None:
+        """Build the layers from ``(synapse, recurrent synapse)`` pairs and the output synapse."""
         self.architecture = architecture
         self.params = params
-        hidden = len(hidden_sizes)
-        self.layers = nn.ModuleList(
-            LIFLayer(
-                n_in,
-                n_out,
-                params,
-                recurrent=architecture == "rec" and i < hidden,
-                recurrent_init_gain=recurrent_init_gain,
-                weight_init_gain=hidden_init_gain if i < hidden else output_init_gain,
-                backend=backend,
-            )
-            for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]))
-        )
+        layers = [
+            LIFLayer(synapse, params, recurrent, recurrent_init_gain, hidden_init_gain, backend) for synapse, recurrent in hidden
+        ]
+        layers.append(LIFLayer(output, params, None, recurrent_init_gain, output_init_gain, backend))
+        self.layers = nn.ModuleList(layers)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input frame (``(N,)`` for dense networks, ``(C, H, W)`` for conv ones)."""
+        return self.layers[0].in_shape
 
     @property
     def num_inputs(self) -> int:
         return self.layers[0].in_features
 
-    def forward(self, frames: Tensor) -> NetworkOutput:
-        """Run a batch ``frames`` ``[B, T, num_inputs]`` through all layers."""
+    @property
+    def is_dense(self) -> bool:
+        """Every synapse is a :class:`~lightning_local.synapses.LinearSynapse` (a fully connected network)."""
+        return all(isinstance(s, LinearSynapse) for layer in self.layers for s in layer.synapses)
+
+    def forward(self, frames: Tensor, synapse_inputs: Optional[Sequence] = None) -> NetworkOutput:
+        """Run a batch ``frames`` ``[B, T, *input_shape]`` through all layers.
+
+        ``synapse_inputs`` (one callable or ``None`` per layer) replaces layers' synapse maps
+        (see :meth:`LIFLayer.forward`).
+        """
         x = frames.transpose(0, 1)  # time-major for the scan
         spikes: list[Tensor] = []
         membrane = x
-        for layer in self.layers:
-            x, membrane = layer(x)
+        for l, layer in enumerate(self.layers):
+            x, membrane = layer(x, None if synapse_inputs is None else synapse_inputs[l])
             spikes.append(x)
         return NetworkOutput(spikes=spikes, output_membrane=membrane)
 
@@ -205,7 +316,7 @@ class SpikingNetwork(nn.Module):
         return [layer.initial_state(batch, like) for layer in self.layers]
 
     def step(self, frame: Tensor, states: list[LIFState]) -> list[LIFState]:
-        """Advance every layer by one step on ``frame`` ``[B, num_inputs]``."""
+        """Advance every layer by one step on ``frame`` ``[B, *input_shape]``."""
         new_states = []
         x = frame
         for layer, state in zip(self.layers, states):
@@ -213,6 +324,12 @@ class SpikingNetwork(nn.Module):
             new_states.append(state)
             x = state.spk
         return new_states
+
+
+def check_architecture(architecture: str) -> None:
+    """Reject anything but ``ff`` and ``rec``."""
+    if architecture not in ("ff", "rec"):
+        raise ValueError(f"Unknown architecture {architecture!r}: use 'ff' or 'rec'.")
 
 
 #: Label of a time step (or sample) without a target: padding, TIMIT's ``q`` (torch's ``ignore_index``).

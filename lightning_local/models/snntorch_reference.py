@@ -52,14 +52,14 @@ class SnnTorchReference(nn.Module):
             reset_mechanism="subtract",
             spike_grad=_snntorch_surrogate(p.surrogate, p.surrogate_scale),
         )
-        self.projections = nn.ModuleList(_CastingLinear(layer.weight) for layer in network.layers)
+        self.projections = nn.ModuleList(_CastingLinear(layer.synapse.weight) for layer in network.layers)
         neurons = []
         for layer in network.layers:
-            if layer.recurrent_weight is None:
+            if layer.recurrent is None:
                 neurons.append(snn.Synaptic(**common))
             else:
                 neuron = snn.RSynaptic(**common, all_to_all=True, linear_features=layer.out_features)
-                neuron.recurrent = _CastingLinear(layer.recurrent_weight)
+                neuron.recurrent = _CastingLinear(layer.recurrent.weight)
                 neurons.append(neuron)
         self.neurons = nn.ModuleList(neurons)
 

@@ -7,7 +7,8 @@
   ``triton_step`` / ``triton_persistent`` force one of the two.
 * ``reference`` - :func:`~lightning_local.neurons.lif.lif_step` over time under
   autograd: slow, for checking the others.
-* ``auto`` - ``triton`` on CUDA tensors when Triton is installed, else ``scan``.
+* ``auto`` - ``triton`` on CUDA tensors when Triton is installed (and the layer's
+  recurrence, if any, is dense), else ``scan``.
 """
 
 from __future__ import annotations
@@ -33,11 +34,17 @@ def check_backend(name: str) -> str:
     return name
 
 
-def resolve_backend(name: str, device: torch.device) -> str:
-    """The concrete backend for tensors on ``device`` (``auto`` resolved; Triton checked)."""
+def resolve_backend(name: str, device: torch.device, dense_recurrence: bool = True) -> str:
+    """The concrete backend for tensors on ``device`` (``auto`` resolved; Triton checked).
+
+    ``dense_recurrence``: the layer has no recurrence or a dense ``V`` (the Triton REC
+    kernels fuse a matrix product; a recurrent convolution runs on the scan).
+    """
     check_backend(name)
     if name == "auto":
-        return "triton" if device.type == "cuda" and triton_available() else "scan"
+        return "triton" if device.type == "cuda" and triton_available() and dense_recurrence else "scan"
     if name.startswith("triton") and not triton_available():
         raise ValueError(f"backend {name!r} needs the triton package: pip install 'lightning-local[gpu]', or use backend 'scan'.")
+    if name.startswith("triton") and not dense_recurrence:
+        raise ValueError(f"backend {name!r} has no kernel for a recurrent convolution: use backend 'auto' or 'scan'.")
     return name

@@ -12,26 +12,31 @@ spike and is *detached* from the gradient, exactly as snnTorch's ``Synaptic`` /
 ``RSynaptic`` neurons (``reset_mechanism="subtract"``, ``reset_delay=True``)
 do. The spike derivative is a surrogate (see :mod:`.surrogate`).
 
-Two entry points share these equations:
+The step is written once, in :func:`lif_update`; the neuron takes its current
+from any synapse (:mod:`lightning_local.synapses`: dense or convolutional) and
+has any shape. Entry points:
 
-* :func:`lif_step` - one time step, differentiable through autograd; used by
-  online learning rules that must act every step.
-* :func:`lif_sequence` - a whole sequence as one fused scan with a hand-written
-  backward pass. The caller projects the input of all time steps with one
-  matmul; the scan then only does the element-wise recursion (plus the
-  recurrent matmul for REC). Autograd records one node per layer instead of
-  ~6 per time step, which is what makes BPTT fast.
+* :func:`lif_update` - one step given the whole input current and a spike
+  function; used by every step-by-step simulation (online rules, attacks).
+* :func:`lif_step` - one step under autograd (the ``reference`` backend).
+* :func:`lif_sequence` - a whole sequence behind a backend switch: the fused scan
+  with a hand-written backward pass (the caller projects the input of all time
+  steps with one matmul or convolution; the scan then only does the element-wise
+  recursion plus the recurrent synapse for REC; autograd records one node per
+  layer instead of ~6 per time step, which is what makes BPTT fast), the Triton
+  kernels on GPUs, or the reference.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
+from ..synapses import LinearSynapse, Synapse
 from .surrogate import get_surrogate, spike
 
 
@@ -90,65 +95,99 @@ def decay_from_time_constant(tau: float, name: str = "tau") -> float:
 
 
 class LIFState(NamedTuple):
-    """State of a LIF layer between time steps (each ``[batch, neurons]``)."""
+    """State of a LIF layer between time steps (each ``[batch, *neurons]``)."""
 
     syn: Tensor
     mem: Tensor
     spk: Tensor
 
     @classmethod
-    def zeros(cls, batch: int, neurons: int, like: Tensor) -> "LIFState":
-        zero = like.new_zeros(batch, neurons)
+    def zeros(cls, batch: int, neurons: Union[int, Sequence[int]], like: Tensor) -> "LIFState":
+        """All-zero state; ``neurons`` is a count or a shape (``[C, H, W]`` for a conv layer)."""
+        shape = (neurons,) if isinstance(neurons, int) else tuple(neurons)
+        zero = like.new_zeros(batch, *shape)
         return cls(zero, zero.clone(), zero.clone())
+
+
+def lif_update(
+    current: Tensor,
+    state: LIFState,
+    params: LIFParameters,
+    fire: Callable[[Tensor], Tensor],
+    recurrent: Optional[Synapse] = None,
+    recurrent_weight: Optional[Tensor] = None,
+) -> LIFState:
+    """Eq. 1 for one step - the one place it is written in PyTorch.
+
+    ``current`` is this step's feed-forward current ``W s^{l-1,t}``; ``recurrent`` (REC
+    layers) adds ``V s^{l,t-1}`` (``recurrent_weight`` overrides its weight, e.g. the
+    tensor an autograd function was given); ``fire`` maps the membrane to spikes (the
+    Heaviside, the surrogate-gradient spike, or a smooth stand-in). The reset term is
+    detached. Every simulation uses this function: the fused scan's forward, the
+    ``reference`` backend, the online rules' step-by-step simulation and the attack's
+    smoothed network. (The Triton kernels of :mod:`.triton_lif` spell the same
+    arithmetic, in the same order, in kernel code; tests hold them to the scan.)
+    """
+    syn = torch.add(current, state.syn, alpha=params.alpha)
+    if recurrent is not None:
+        syn = recurrent.transmit(state.spk, recurrent_weight, add_to=syn)
+    mem = torch.add(syn, state.mem, alpha=params.beta).sub_(state.spk.detach(), alpha=params.v_th)
+    return LIFState(syn, mem, fire(mem))
+
+
+def heaviside(params: LIFParameters) -> Callable[[Tensor], Tensor]:
+    """``fire`` for :func:`lif_update` without a gradient: ``H(u - V_th)`` in the membrane's dtype."""
+    return lambda mem: torch.gt(mem, params.v_th).to(mem.dtype)
+
+
+def surrogate_spike(params: LIFParameters) -> Callable[[Tensor], Tensor]:
+    """``fire`` for :func:`lif_update` under autograd: ``H(u - V_th)`` with the surrogate derivative."""
+    return lambda mem: spike(mem - params.v_th, params.surrogate, params.surrogate_scale)
 
 
 def lif_step(
     current: Tensor,
     state: LIFState,
     params: LIFParameters,
-    recurrent_weight: Optional[Tensor] = None,
+    recurrent: Union[Synapse, Tensor, None] = None,
 ) -> LIFState:
-    """Advance one time step; ``current`` is ``W s^{l-1,t}`` for this step.
+    """Advance one time step under autograd; ``current`` is ``W s^{l-1,t}`` for this step.
 
+    ``recurrent`` (REC layers) is the recurrent synapse, or a dense ``V`` ``[n, n]``.
     Returns the new state; its ``spk`` field holds this step's spikes.
     """
-    syn = params.alpha * state.syn + current
-    if recurrent_weight is not None:
-        syn = syn + state.spk @ recurrent_weight.t()
-    mem = params.beta * state.mem + syn - params.v_th * state.spk.detach()
-    spk = spike(mem - params.v_th, params.surrogate, params.surrogate_scale)
-    return LIFState(syn, mem, spk)
+    recurrence = as_recurrence(recurrent) if recurrent is not None else None
+    return lif_update(current, state, params, surrogate_spike(params), recurrence)
+
+
+def as_recurrence(recurrent: Union[Synapse, Tensor]) -> Synapse:
+    """The recurrent synapse itself, or a dense ``V`` wrapped as a :class:`~lightning_local.synapses.LinearSynapse`."""
+    return recurrent if isinstance(recurrent, Synapse) else LinearSynapse.wrapping(recurrent)
 
 
 class _LIFScan(torch.autograd.Function):
-    """Fused forward/backward of the LIF recursion over a whole sequence."""
+    """Fused forward/backward of the LIF recursion over a whole sequence (any neuron shape)."""
 
     @staticmethod
-    def forward(ctx, currents: Tensor, recurrent_weight: Optional[Tensor], params: LIFParameters):  # type: ignore[override]
-        steps, batch, neurons = currents.shape
+    def forward(ctx, currents: Tensor, recurrent_weight: Optional[Tensor], params: LIFParameters, recurrent: Optional[Synapse]):  # type: ignore[override]
         spikes = torch.empty_like(currents)
         mems = torch.empty_like(currents)
-        syn = currents.new_zeros(batch, neurons)
-        mem = currents.new_zeros(batch, neurons)
-        spk = currents.new_zeros(batch, neurons)
-        alpha, beta, v_th = params.alpha, params.beta, params.v_th
-        rec_t = recurrent_weight.t() if recurrent_weight is not None else None
-        for t in range(steps):
-            syn = torch.add(currents[t], syn, alpha=alpha)
-            if rec_t is not None:
-                syn = syn.addmm(spk, rec_t)
-            mem = torch.add(syn, mem, alpha=beta).sub_(spk, alpha=v_th)
-            mems[t] = mem
-            spk = spikes[t].copy_(mem > v_th)
+        state = LIFState.zeros(currents.shape[1], currents.shape[2:], currents)
+        fire = heaviside(params)
+        for t in range(currents.shape[0]):
+            state = lif_update(currents[t], state, params, fire, recurrent, recurrent_weight)
+            mems[t] = state.mem
+            spikes[t] = state.spk
         # Only the surrogate derivative is needed backward, never u itself.
-        ctx.save_for_backward(params.pseudo_derivative(mems), spikes if rec_t is not None else None, recurrent_weight)
-        ctx.params = params
+        ctx.save_for_backward(params.pseudo_derivative(mems), spikes if recurrent is not None else None, recurrent_weight)
+        ctx.params, ctx.recurrent = params, recurrent
         return spikes, mems
 
     @staticmethod
     def backward(ctx, grad_spikes: Optional[Tensor], grad_mems: Optional[Tensor]):  # type: ignore[override]
         surrogate, spikes, recurrent_weight = ctx.saved_tensors
         params: LIFParameters = ctx.params
+        recurrent: Optional[Synapse] = ctx.recurrent
         alpha, beta = params.alpha, params.beta
         steps = surrogate.shape[0]
         if grad_spikes is None:
@@ -158,32 +197,35 @@ class _LIFScan(torch.autograd.Function):
         grad_currents = torch.empty_like(surrogate)
         g_mem = surrogate.new_zeros(surrogate.shape[1:])
         g_syn = surrogate.new_zeros(surrogate.shape[1:])
+        # The adjoint of eq. 1 (reset detached): g_u^t = ds/du psi^t + beta g_u^{t+1}, g_iota^t = g_u^t + alpha g_iota^{t+1}.
         for t in range(steps - 1, -1, -1):
             g_spk = grad_spikes[t]
-            if recurrent_weight is not None:
+            if recurrent is not None:
                 # s^t feeds iota^{t+1} through V (the reset path is detached).
-                g_spk = g_spk.addmm(g_syn, recurrent_weight)
+                g_spk = recurrent.backward(g_syn, recurrent_weight, add_to=g_spk)
             g_mem = torch.addcmul(grad_mems[t], g_spk, surrogate[t]).add_(g_mem, alpha=beta)
             g_syn = torch.add(g_mem, g_syn, alpha=alpha)
             grad_currents[t] = g_syn
         grad_recurrent = None
-        if recurrent_weight is not None and ctx.needs_input_grad[1]:
-            grad_recurrent = recurrent_weight_grad(grad_currents, spikes)
-        return grad_currents, grad_recurrent, None
+        if recurrent is not None and ctx.needs_input_grad[1]:
+            grad_recurrent = recurrent_weight_grad(grad_currents, spikes, recurrent)
+        return grad_currents, grad_recurrent, None, None
 
 
-def recurrent_weight_grad(grad_currents: Tensor, spikes: Tensor) -> Tensor:
-    """``dL/dV = sum_t g_iota^t (s^{t-1})^T`` as one matmul over all steps."""
-    neurons = spikes.shape[-1]
-    return grad_currents[1:].reshape(-1, neurons).t() @ spikes[:-1].reshape(-1, neurons).to(grad_currents.dtype)
+def recurrent_weight_grad(grad_currents: Tensor, spikes: Tensor, recurrent: Optional[Synapse] = None) -> Tensor:
+    """``dL/dV = sum_t g_iota^t (s^{t-1})^T`` in one call over all steps (dense ``V`` unless ``recurrent`` is given)."""
+    if recurrent is None:
+        neurons = spikes.shape[-1]
+        return grad_currents[1:].reshape(-1, neurons).t() @ spikes[:-1].reshape(-1, neurons).to(grad_currents.dtype)
+    return recurrent.weight_gradient(grad_currents[1:], spikes[:-1])
 
 
-def _reference_sequence(currents: Tensor, params: LIFParameters, recurrent_weight: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+def _reference_sequence(currents: Tensor, params: LIFParameters, recurrent: Optional[Synapse]) -> tuple[Tensor, Tensor]:
     """:func:`lif_step` over time, differentiated by autograd (the slow, obviously-correct backend)."""
-    state = LIFState.zeros(currents.shape[1], currents.shape[2], currents)
+    state = LIFState.zeros(currents.shape[1], currents.shape[2:], currents)
     spikes, mems = [], []
     for current in currents:
-        state = lif_step(current, state, params, recurrent_weight)
+        state = lif_step(current, state, params, recurrent)
         spikes.append(state.spk)
         mems.append(state.mem)
     return torch.stack(spikes), torch.stack(mems)
@@ -192,31 +234,40 @@ def _reference_sequence(currents: Tensor, params: LIFParameters, recurrent_weigh
 def lif_sequence(
     currents: Tensor,
     params: LIFParameters,
-    recurrent_weight: Optional[Tensor] = None,
+    recurrent: Union[Synapse, Tensor, None] = None,
     backend: str = "auto",
 ) -> tuple[Tensor, Tensor]:
-    """Run the LIF recursion over ``currents`` ``[T, batch, neurons]``.
+    """Run the LIF recursion over ``currents`` ``[T, batch, *neurons]``.
 
-    ``currents[t]`` is the feed-forward input ``W s^{l-1,t}``; the recurrent
-    term (if ``recurrent_weight`` is given) is added inside the scan.
-    Returns ``(spikes, membrane)``, both ``[T, batch, neurons]``; the
-    membrane is ``u^t`` before the reset it triggers (snnTorch's ``mem``).
+    ``currents[t]`` is the feed-forward input ``W s^{l-1,t}`` (neurons of any shape:
+    ``[n]`` for dense layers, ``[C, H, W]`` for convolutional ones); the recurrent
+    term (``recurrent``: the layer's recurrent synapse, or a dense ``V``) is added
+    inside the scan. Returns ``(spikes, membrane)``, both shaped like ``currents``;
+    the membrane is ``u^t`` before the reset it triggers (snnTorch's ``mem``).
 
     ``backend`` (see :mod:`.backends`): ``scan`` (this module's fused scan),
     ``triton`` (:mod:`.triton_lif`; ``triton_step``/``triton_persistent`` pick
-    its REC kernel), ``reference`` (:func:`lif_step` under autograd) or ``auto``
-    (Triton on CUDA when it is installed, else the scan). All give the same
-    spikes, membranes and gradients.
+    its REC kernel; dense recurrence only), ``reference`` (:func:`lif_step` under
+    autograd) or ``auto`` (Triton on CUDA when it is installed and the recurrence is
+    dense or absent, else the scan). All give the same spikes, membranes and gradients.
     """
-    if currents.dim() != 3:
-        raise ValueError(f"lif_sequence expects currents of shape [T, batch, neurons], got {tuple(currents.shape)}.")
+    if currents.dim() < 3:
+        raise ValueError(f"lif_sequence expects currents of shape [T, batch, *neurons], got {tuple(currents.shape)}.")
     from .backends import resolve_backend  # late: backends may import Triton
 
-    backend = resolve_backend(backend, currents.device)
+    recurrence = as_recurrence(recurrent) if recurrent is not None else None
+    dense = recurrence is None or (isinstance(recurrence, LinearSynapse) and currents.dim() == 3)
+    backend = resolve_backend(backend, currents.device, dense_recurrence=dense)
     if backend == "scan":
-        return _LIFScan.apply(currents, recurrent_weight, params)
+        weight = recurrence.weight if recurrence is not None else None
+        return _LIFScan.apply(currents, weight, params, recurrence)
     if backend == "reference":
-        return _reference_sequence(currents, params, recurrent_weight)
+        return _reference_sequence(currents, params, recurrence)
     from .triton_lif import triton_lif_sequence
 
-    return triton_lif_sequence(currents, params, recurrent_weight, rec_impl=backend.partition("_")[2] or "auto")
+    steps, batch = currents.shape[:2]
+    spikes, mems = triton_lif_sequence(
+        currents.reshape(steps, batch, -1), params, recurrence.weight if recurrence is not None else None,
+        rec_impl=backend.partition("_")[2] or "auto",
+    )
+    return spikes.view_as(currents), mems.view_as(currents)

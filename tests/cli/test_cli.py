@@ -46,7 +46,7 @@ def test_validate_and_test_take_a_checkpoint(nmnist_small, fast_trainer_args, tm
     main(["fit", "--model.architecture", "rec", *nmnist_args(nmnist_small), *fast_trainer_args, "--test_after_fit", "false"])
     (last,) = (tmp_path / "runs").rglob("last.ckpt")
     checkpoint = torch.load(last, map_location="cpu", weights_only=False)
-    assert "network.layers.0.recurrent_weight" in checkpoint["state_dict"]
+    assert "network.layers.0.recurrent.weight" in checkpoint["state_dict"]
     for subcommand, metric in (("validate", "val_acc"), ("test", "test_acc")):
         logs = tmp_path / subcommand
         main([subcommand, "--model.architecture", "rec", *nmnist_args(nmnist_small),

@@ -103,20 +103,21 @@ def test_verdicts_are_cached_and_changed_files_rechecked(nmnist_layout, make_eve
         return real(path)
 
     monkeypatch.setattr(NMNIST, "read_events", staticmethod(counting))
-    NMNIST(root=str(root), download=False).setup()
+    # frame_cache=False: only the check reads here (the frame cache's reads are counted in test_frame_cache.py)
+    NMNIST(root=str(root), download=False, frame_cache=False).setup()
     assert len(reads) == 40
     reads.clear()
-    NMNIST(root=str(root), download=False).setup()
+    NMNIST(root=str(root), download=False, frame_cache=False).setup()
     assert reads == []  # nothing re-read
-    NMNIST(root=str(root), download=False, n_time_bins=50).setup()
+    NMNIST(root=str(root), download=False, frame_cache=False, n_time_bins=50).setup()
     assert len(reads) == 40  # other settings, other verdicts
     reads.clear()
     _same_timestamp(_bad_file(root), make_events)
     with pytest.raises(EventDataError, match="share one timestamp"):
-        NMNIST(root=str(root), download=False).setup()
+        NMNIST(root=str(root), download=False, frame_cache=False).setup()
     assert reads == [str(_bad_file(root))]
     with pytest.raises(EventDataError, match="share one timestamp"):  # a cached bad verdict still stops the run
-        NMNIST(root=str(root), download=False).setup()
+        NMNIST(root=str(root), download=False, frame_cache=False).setup()
     assert reads == [str(_bad_file(root))]
 
 

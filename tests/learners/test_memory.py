@@ -68,24 +68,30 @@ def test_blocks_cover_the_sequence_and_respect_update_boundaries():
     assert list(blocks(70, 32, boundary=40)) == [(0, 32), (32, 40), (40, 70)]
 
 
+@pytest.mark.parametrize("kind", ["linear", "conv"])
 @pytest.mark.parametrize("boundary", [20, 1])  # blocks of 16, 4, 16, 4, 5 steps; or single steps
-def test_block_input_trace_equals_step_by_step_accumulation(boundary):
+def test_block_input_trace_equals_step_by_step_accumulation(boundary, kind):
     from lightning_local.learners.traces import BlockInputTrace, PresynapticTrace
+    from lightning_local.synapses import ConvSynapse, LinearSynapse
 
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        alpha, beta, batch, n_in, n_out = 0.8, 0.9, 3, 7, 5
+        alpha, beta, batch = 0.8, 0.9, 3
+        synapse = LinearSynapse(7, 5) if kind == "linear" else ConvSynapse((2, 6, 6), 3, kernel_size=3, padding=1)
+        in_shape, out_shape = synapse.in_shape, synapse.out_shape
         generator = torch.Generator().manual_seed(0)
-        x = (torch.rand(45, batch, n_in, generator=generator) < 0.4).double()
-        g = torch.randn(45, batch, n_out, generator=generator)
+        x = (torch.rand(45, batch, *in_shape, generator=generator) < 0.4).double()
+        g = torch.randn(45, batch, *out_shape, generator=generator)
         like = torch.zeros(())
-        step_trace, block_trace = PresynapticTrace(batch, n_in, like, alpha, beta), BlockInputTrace(batch, n_in, like, alpha, beta, 16)
-        expected, ours = torch.zeros(n_out, n_in), torch.zeros(n_out, n_in)
-        for t in range(45):
-            expected.addmm_(g[t].t(), step_trace.update(x[t]))
+        step_trace = PresynapticTrace(batch, in_shape, like, alpha, beta)
+        block_trace = BlockInputTrace(batch, in_shape, like, alpha, beta, 16)
+        expected, ours = torch.zeros_like(synapse.weight), torch.zeros_like(synapse.weight)
+        for t in range(45):  # the definition: sum_t g^t (x) z2^t, one step at a time
+            expected += synapse.weight_gradient(g[t], step_trace.update(x[t]))
         for start, stop in blocks(45, 16, boundary=boundary):
-            block_trace.accumulate(ours, g[start:stop], x[start:stop].reshape(-1, n_in))
+            block_trace.accumulate(ours, g[start:stop], x[start:stop].reshape(-1, *in_shape), synapse)
+        assert expected.abs().max() > 1.0
         torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(block_trace.z1, step_trace.z1, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(block_trace.z2, step_trace.z2, rtol=1e-12, atol=1e-12)

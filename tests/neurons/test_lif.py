@@ -110,5 +110,5 @@ def test_bad_parameters_are_rejected():
         LIFParameters(surrogate="sigmoidish")
     with pytest.raises(ValueError, match="positive"):
         LIFParameters.from_time_constants(5.0, 0)
-    with pytest.raises(ValueError, match=r"\[T, batch, neurons\]"):
+    with pytest.raises(ValueError, match=r"\[T, batch, \*neurons\]"):
         lif_sequence(torch.zeros(3, 4), LIFParameters())
