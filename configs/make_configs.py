@@ -16,6 +16,12 @@ the CLI and checks the ``paper/`` files against Table VII.
   project: the learner list comes from the entry-point registry and each
   learner's arguments from its signature defaults, so a new rule gets its
   configs by re-running this script.
+* ``configs/paper/dvsgesture/conv/<rule>_<arch>.yaml`` - the paper's convolutional
+  network (Appendix A: 64/128/128 channels, kernel 7, stride 1, padding 1; Table VI
+  reports BPTT and DECOLLE, FF and REC). The paper gives no hyper-parameters for it,
+  so these reuse Table VII's DVS Gesture row of the same rule and architecture.
+* ``configs/dvsgesture/conv/<rule>_<arch>.yaml`` - the same network at our settings,
+  for every registered learner that trains conv networks (``Learner.linear_only`` empty).
 """
 
 from __future__ import annotations
@@ -87,6 +93,28 @@ TABLE_VII = {
 # Datasets that have event data modules today (our configs cover these).
 OUR_DATASETS = ("nmnist", "dvsgesture")
 
+# The paper's convolutional network (Appendix A) and the rules Table VI reports for it.
+CONV_MODEL = {"synapse": "conv", "channels": [64, 128, 128], "kernel_size": 7, "stride": 1, "padding": 1}
+CONV_DATASET = "dvsgesture"
+TABLE_VI_RULES = ("bptt", "decolle")
+
+
+def learner_class(class_path: str) -> type:
+    module, _, attr = class_path.rpartition(".")
+    return getattr(import_module(module), attr)
+
+
+def conv_learners() -> dict[str, str]:
+    """This project's registered learners that train convolutional networks."""
+    return {name: path for name, path in project_learners().items() if not learner_class(path).linear_only}
+
+
+def as_conv(config: dict) -> dict:
+    """``config`` with the paper's convolutional network instead of the dense hidden layers."""
+    model = {key: value for key, value in config["model"].items() if key != "hidden_sizes"}
+    data = {**config["data"], "init_args": {**config["data"]["init_args"], "layout": "image"}}
+    return {**config, "model": {"architecture": model.pop("architecture"), **CONV_MODEL, **model}, "data": data}
+
 
 def project_learners() -> dict[str, str]:
     """Short name -> class path of this project's own registered learners (third-party plugins excluded)."""
@@ -96,8 +124,7 @@ def project_learners() -> dict[str, str]:
 
 def learner_spec(class_path: str) -> dict:
     """``{"class_path", "init_args"}`` with the learner's own signature defaults."""
-    module, _, attr = class_path.rpartition(".")
-    signature = inspect.signature(getattr(import_module(module), attr).__init__)
+    signature = inspect.signature(learner_class(class_path).__init__)
     defaults = {
         p.name: p.default
         for p in signature.parameters.values()
@@ -173,6 +200,16 @@ def all_configs() -> dict[Path, str]:
         relative = f"paper/{dataset}/{learner}_{arch}.yaml"
         title = f"The paper's Table VII: {dataset} / {learner} / {arch.upper()}"
         configs[HERE / relative] = _render(paper_config(dataset, learner, arch), title, relative)
+    for learner in conv_learners():
+        for arch in ARCHITECTURES:
+            relative = f"{CONV_DATASET}/conv/{learner}_{arch}.yaml"
+            title = f"OUR settings (not Table VII), the paper's conv net (Appendix A): {CONV_DATASET} / {learner} / {arch.upper()}"
+            configs[HERE / relative] = _render(as_conv(our_config(CONV_DATASET, learner, arch)), title, relative)
+    for learner in TABLE_VI_RULES:
+        for arch in ARCHITECTURES:
+            relative = f"paper/{CONV_DATASET}/conv/{learner}_{arch}.yaml"
+            title = f"The paper's conv net (Appendix A, Table VI) with Table VII's {CONV_DATASET} row: {learner} / {arch.upper()}"
+            configs[HERE / relative] = _render(as_conv(paper_config(CONV_DATASET, learner, arch)), title, relative)
     return configs
 
 

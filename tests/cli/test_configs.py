@@ -50,8 +50,8 @@ def _importable(class_path: str) -> bool:
 
 
 def test_committed_configs_match_the_tables():
-    on_disk = set(CONFIGS.glob("*/*.yaml")) | set(CONFIGS.glob("paper/*/*.yaml"))
-    on_disk = {p for p in on_disk if p.parent.name in make_configs.DATASETS}
+    on_disk = set(CONFIGS.glob("*/*.yaml")) | set(CONFIGS.glob("paper/*/*.yaml")) | set(CONFIGS.glob("**/conv/*.yaml"))
+    on_disk = {p for p in on_disk if p.parent.name in make_configs.DATASETS or p.parent.name == "conv"}
     assert on_disk == set(GENERATED), "run `python configs/make_configs.py`"
     for path, text in GENERATED.items():
         assert path.read_text() == text, f"{path} is stale: run `python configs/make_configs.py`"
@@ -81,6 +81,34 @@ def test_every_registered_learner_has_our_configs():
         for dataset in make_configs.OUR_DATASETS:
             for architecture in ("ff", "rec"):
                 assert (dataset, f"{learner}_{architecture}") in names
+
+
+# Appendix A's network, restated independently of make_configs.py.
+APPENDIX_A = {"synapse": "conv", "channels": [64, 128, 128], "kernel_size": 7, "stride": 1, "padding": 1}
+
+
+@pytest.mark.parametrize("row", [r for r in PAPER_ROWS if r[0] == "dvsgesture" and r[1] in ("bptt", "decolle")],
+                         ids=lambda r: "/".join(r[1:3]))
+def test_paper_conv_configs_hold_appendix_a_with_table_vii_constants(row):
+    _, rule, arch, a, b, v_th, lr, batch, epochs = row
+    config = yaml.safe_load((CONFIGS / "paper" / "dvsgesture" / "conv" / f"{rule}_{arch}.yaml").read_text())
+    model = config["model"]
+    assert {key: model[key] for key in APPENDIX_A} == APPENDIX_A and "hidden_sizes" not in model
+    assert (model["architecture"], model["alpha"], model["beta"], model["v_th"], model["lr"]) == (arch, float(a), float(b), float(v_th), float(lr))
+    assert config["data"]["init_args"]["layout"] == "image" and config["data"]["init_args"]["batch_size"] == int(batch)
+
+
+def test_every_registered_learner_that_trains_conv_nets_has_conv_configs():
+    from lightning_local.learners import build_learner
+    from lightning_local.learners.registry import LEARNER_GROUP, available
+
+    conv = {(p.parent.parent.name, p.stem) for p in GENERATED if p.parent.name == "conv" and p.parent.parent.parent == CONFIGS}
+    for name in available(LEARNER_GROUP):
+        if not make_configs.project_learners().get(name):
+            continue  # third-party plugins get no committed configs
+        expected = not build_learner(name).linear_only
+        for architecture in ("ff", "rec"):
+            assert (("dvsgesture", f"{name}_{architecture}") in conv) == expected, name
 
 
 PARSEABLE = sorted(p for p in GENERATED if _importable(yaml.safe_load(GENERATED[p])["data"]["class_path"]))
