@@ -52,6 +52,15 @@ def fast_trainer_args(tmp_path: Path) -> list[str]:
 
 
 @pytest.fixture
+def single_thread():
+    """One intra-op thread: tiny tensors (convolutions above all) only pay thread barriers on shared CPUs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
 def float64():
     """Run a test with float64 as torch's default dtype (exactness checks against references)."""
     previous = torch.get_default_dtype()

@@ -229,7 +229,7 @@ class OnlineSimulation:
                 current = self._block_currents[i]
             else:
                 self.inputs[l].update(x)
-                current = layer.synapse(x)
+                current = layer.synapse.transmit(x)  # not __call__: no module-hook overhead per step
             if layer.recurrent is not None:
                 self.recurrent[l].update(previous)
             state = lif_update(current, LIFState(self.syn[l], self.mem[l], previous), layer.params, self.fire[l], layer.recurrent)

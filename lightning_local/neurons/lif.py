@@ -256,6 +256,12 @@ def lif_sequence(
     from .backends import resolve_backend  # late: backends may import Triton
 
     recurrence = as_recurrence(recurrent) if recurrent is not None else None
+    neurons = tuple(currents.shape[2:])
+    if recurrence is not None and (tuple(recurrence.in_shape) != neurons or tuple(recurrence.out_shape) != neurons):
+        raise ValueError(
+            f"The recurrent synapse maps {tuple(recurrence.in_shape)} -> {tuple(recurrence.out_shape)}, "
+            f"but the layer's neurons are {neurons}: it must map them onto themselves."
+        )
     dense = recurrence is None or (isinstance(recurrence, LinearSynapse) and currents.dim() == 3)
     backend = resolve_backend(backend, currents.device, dense_recurrence=dense)
     if backend == "scan":

@@ -65,6 +65,27 @@ def test_equals_direct_per_sample_gradients(float64, architecture, readout, fish
     assert all(p.grad is None for p in network.parameters()), "no .grad may be touched"
 
 
+@pytest.mark.parametrize("architecture", ["ff", "rec"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_network_equals_direct_per_sample_gradients(float64, single_thread, architecture, stride):
+    """Conv synapses (no Gram shortcut: each sample's gradient is formed) against the same direct autograd."""
+    torch.manual_seed(0)
+    network = SpikingNetwork.convolutional((2, 7, 7), [3, 2], 3, architecture, kernel_size=3, stride=stride).double()
+    for layer in network.layers:
+        layer.weight.data *= 2.0
+    frames = (torch.rand(3, 8, 2, 7, 7) < 0.4).double()
+    labels = torch.tensor([2, 0, 1])
+    for spikes in network(frames).spikes[:-1]:
+        assert 0.02 < spikes.mean() < 0.8, "hidden layers must fire for the gradients to be non-trivial"
+    ours = squared_gradient_norms(network, frames, labels, "step", [0, 4, 7])
+    expected = direct(network, frames, labels.expand(8, 3), "step", [0, 4, 7])
+    assert (expected[:, 1:] > 0).float().mean() > 0.4, "the comparison needs non-zero gradients"
+    if architecture == "rec":
+        assert expected[:, -1, :2, 1].min() > 0, "recurrent convolutions must get gradient"
+    torch.testing.assert_close(ours, expected, rtol=1e-9, atol=1e-12)
+    assert all(p.grad is None for p in network.parameters()), "no .grad may be touched"
+
+
 def test_readouts_differ_and_the_accumulated_one_ends_at_the_models_logits(float64):
     network, frames = small_network("rec")
     output = network(frames)

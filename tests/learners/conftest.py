@@ -1,12 +1,9 @@
-"""Learner tests use tiny tensors: one intra-op thread avoids oversubscribing shared CPUs."""
+"""Learner tests use tiny tensors: every one of them runs on one intra-op thread (see tests/conftest.py)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(single_thread):
+    """Apply the shared ``single_thread`` fixture to every learner test."""
     yield
-    torch.set_num_threads(previous)

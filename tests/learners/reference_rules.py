@@ -3,13 +3,16 @@
 Everything here is written step by step with plain autograd and explicit
 stop-gradients (``.detach()``); it shares nothing with the learners'
 implementations except the network's weights and the surrogate derivative
-function ``params.pseudo_derivative`` (the definition of ``psi``).
+function ``params.pseudo_derivative`` (the definition of ``psi``). Layers may be
+dense or convolutional: a synapse's current is written here with torch's own
+``linear``/``conv2d`` (:func:`project`), reading only the synapse's weight and, for a
+convolution, its stride and padding.
 """
 
 from __future__ import annotations
 
 import torch
-from torch.nn.functional import cross_entropy
+from torch.nn.functional import adaptive_avg_pool2d, conv2d, cross_entropy, linear
 
 
 class Spike(torch.autograd.Function):
@@ -27,10 +30,17 @@ class Spike(torch.autograd.Function):
         return grad * ctx.params.pseudo_derivative(mem), None
 
 
-def fa_projection(x, weight, feedback):
-    """Value ``x W^T``; gradient to ``W`` is ``g^T x``, gradient to ``x`` is ``g B``."""
-    through_b = x @ feedback.t()
-    return x.detach() @ weight.t() + (through_b - through_b.detach())
+def project(x, weight, synapse):
+    """The current ``W x`` of ``synapse`` (its ``weight`` replaced by ``weight``) for ``x`` ``[B, *in_shape]``."""
+    if weight.dim() == 4:
+        return conv2d(x, weight, stride=synapse.stride, padding=synapse.padding)
+    return linear(x.flatten(1), weight)
+
+
+def fa_projection(x, weight, feedback, synapse):
+    """Value ``W x``; gradient to ``W`` is the usual one, gradient to ``x`` goes through ``B`` instead of ``W``."""
+    through_b = project(x, feedback, synapse)
+    return project(x.detach(), weight, synapse) + (through_b - through_b.detach())
 
 
 def layer_step(layer, x, prev, *, detach_input=False, detach_history=False, detach_recurrent=False, feedback=None):
@@ -41,11 +51,12 @@ def layer_step(layer, x, prev, *, detach_input=False, detach_history=False, deta
         syn, mem = syn.detach(), mem.detach()
     if detach_input:
         x = x.detach()
-    current = x @ layer.weight.t() if feedback is None else fa_projection(x, layer.weight, feedback)
+    synapse = layer.synapse
+    current = project(x, synapse.weight, synapse) if feedback is None else fa_projection(x, synapse.weight, feedback, synapse)
     new_syn = params.alpha * syn + current
-    if layer.recurrent_weight is not None:
+    if layer.recurrent is not None:
         rec_in = spk.detach() if detach_recurrent else spk
-        new_syn = new_syn + rec_in @ layer.recurrent_weight.t()
+        new_syn = new_syn + project(rec_in, layer.recurrent.weight, layer.recurrent)
     new_mem = params.beta * mem + new_syn - params.v_th * spk.detach()
     return new_syn, new_mem, Spike.apply(new_mem, params)
 
@@ -55,8 +66,8 @@ def simulate(net, frames, cuts):
 
     Returns per layer the lists of membranes and spikes over time.
     """
-    batch, steps, _ = frames.shape
-    states = [(frames.new_zeros(batch, layer.out_features),) * 3 for layer in net.layers]
+    batch, steps = frames.shape[:2]
+    states = [(frames.new_zeros(batch, *layer.out_shape),) * 3 for layer in net.layers]
     mems = [[] for _ in net.layers]
     spks = [[] for _ in net.layers]
     for t in range(steps):
@@ -129,13 +140,20 @@ def eprop_reference(net, frames, labels, target, feedback="chained"):
     return torch.autograd.grad(objective, layer_params(layer))
 
 
-def decolle_reference(net, frames, labels, readouts, readout="spikes"):
-    """Gradients of all parameters of ``sum_l E_l`` with DECOLLE's stop-gradients (eq. 8)."""
+def decolle_reference(net, frames, labels, readouts, readout="spikes", pool_sizes=None):
+    """Gradients of all parameters of ``sum_l E_l`` with DECOLLE's stop-gradients (eq. 8).
+
+    ``E_l`` is the per-step CE of ``G_l r_l^t`` with ``r`` the spikes or membranes of
+    hidden layer ``l``; for a conv layer ``r`` is first average-pooled to
+    ``pool_sizes[l]`` (torch's ``adaptive_avg_pool2d``) and flattened.
+    """
     mems, spks = simulate(net, frames, lambda l: dict(detach_input=True, detach_recurrent=True))
     objective = task_loss(mems[-1], labels)
     for l, G in enumerate(readouts):
         signals = spks[l] if readout == "spikes" else mems[l]
-        objective = objective + task_loss([s @ G.t() for s in signals], labels)
+        size = None if pool_sizes is None else pool_sizes[l]
+        features = [s.flatten(1) if size is None else adaptive_avg_pool2d(s, size).flatten(1) for s in signals]
+        objective = objective + task_loss([f @ G.t() for f in features], labels)
     params = [p for layer in net.layers for p in layer_params(layer)]
     return dict(zip([id(p) for p in params], torch.autograd.grad(objective, params)))
 
@@ -153,6 +171,6 @@ def dfa_reference(net, frames, labels, feedbacks):
     deltas = output_errors(net, frames, labels)
     objective = task_loss(mems[-1], labels)
     for l, B in enumerate(feedbacks):
-        objective = objective + sum((s * (d @ B.t())).sum() for s, d in zip(spks[l], deltas))
+        objective = objective + sum((s * (d @ B.t()).view_as(s)).sum() for s, d in zip(spks[l], deltas))
     params = [p for layer in net.layers for p in layer_params(layer)]
     return dict(zip([id(p) for p in params], torch.autograd.grad(objective, params)))
