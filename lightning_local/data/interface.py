@@ -6,6 +6,7 @@ from typing import Callable, Optional
 
 import lightning.pytorch as pl
 import numpy as np
+import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
@@ -100,7 +101,9 @@ class SpikingDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
-            pin_memory=False,
+            # Page-locked batches copy to a GPU asynchronously; only worth it for the packed
+            # frames a module unpacks on the device (float frames on CPU gain nothing).
+            pin_memory=bool(getattr(self, "unpack_on_device", False)) and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
             collate_fn=self.collate_fn(),
         )
