@@ -36,3 +36,11 @@ log "benchmark: ours (scan, triton) vs snnTorch vs SpikingJelly"
 timeout 300 python benchmarks/gpu_step.py --device cuda --repeats 10 --json "$OUT/gpu_step.json" > "$OUT/gpu_step.txt" 2>&1
 log "benchmark exit code $?"
 cat "$OUT/gpu_step.txt" | grep -v Warning | tee -a "$OUT/summary.txt"
+
+if [ -d ../shared/data/nmnist_small ]; then
+    log "input pipeline: frame cache, packed batches unpacked on the GPU"
+    timeout 120 python benchmarks/frame_pipeline.py --device cuda --output "$OUT/frame_pipeline.json" > "$OUT/frame_pipeline.txt" 2>&1
+    log "frame pipeline exit code $?"
+else
+    log "input pipeline skipped: ../shared/data/nmnist_small is not on this machine"
+fi
