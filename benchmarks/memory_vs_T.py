@@ -45,12 +45,14 @@ def make_step(learner: str, frames: torch.Tensor, labels: torch.Tensor, device: 
     torch.manual_seed(0)
     module = SpikingClassifier(2312, 10, learner=learner, hidden_sizes=[120, 84]).to(device)
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-4)
+    module.optimizers = lambda *args, **kwargs: optimizer  # online rules step it themselves (no Trainer here)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         out = module.learner.training_step(module, frames, labels)
-        out.objective.backward()
-        optimizer.step()
+        if out.objective is not None:  # None: the rule already stepped the optimizer within the sequence
+            out.objective.backward()
+            optimizer.step()
 
     return module, step
 

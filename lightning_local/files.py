@@ -19,6 +19,7 @@ def atomic_write(path: Union[str, Path], write: Callable[[IO], object], binary: 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make results unreadable to others
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as handle:
             write(handle)
         os.replace(tmp, path)
@@ -26,6 +27,12 @@ def atomic_write(path: Union[str, Path], write: Callable[[IO], object], binary: 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: Union[str, Path], text: str) -> Path:

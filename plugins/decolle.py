@@ -210,7 +210,7 @@ class Decolle(Learner):
         first_errors = sim.first_errors
         for start, stop in blocks(steps, BLOCK_STEPS, update_every if apply is not None else 0):
             sim.begin_block(x_seq[start:stop])  # W_0 is fixed within a block
-            with single_thread(frames.device):  # per-step ops are tiny
+            with single_thread(frames.device, network.is_dense):  # per-step ops are tiny on dense nets
                 for i in range(stop - start):
                     sim.step(i)
                     task.step(sim, deltas[id(layers[-1].synapse.weight)])

@@ -156,7 +156,7 @@ class OnlineSimulation:
         sim = OnlineSimulation(network, batch, frames)
         for start, stop in blocks(T, BLOCK_STEPS):
             sim.begin_block(x_seq[start:stop])         # time-major [k, batch, *input_shape]
-            with single_thread(frames.device):
+            with single_thread(frames.device, network.is_dense):
                 for i in range(stop - start):
                     sim.step(i)
                     ...                                # read sim.mem / sim.spk / traces
@@ -342,16 +342,18 @@ class TaskReadout:
 
 
 @contextmanager
-def single_thread(device: torch.device) -> Iterator[None]:
-    """Run the block with one CPU intra-op thread (no-op on other devices or when already 1).
+def single_thread(device: torch.device, small_steps: bool = True) -> Iterator[None]:
+    """Run the block with one CPU intra-op thread (no-op on other devices, when already 1, or for large steps).
 
-    The per-step operations of the trace rules act on ``[batch, neurons]``
+    The per-step operations of the trace rules on dense networks act on ``[batch, neurons]``
     tensors: too small to gain from threads, while every multi-threaded BLAS
     call pays a thread barrier, which on a busy machine costs up to a scheduler
     time slice per call. The per-block matmuls run outside with all threads.
+    ``small_steps=False`` (convolutional networks, whose per-step convolutions are
+    large) keeps all threads: one thread made conv DECOLLE's step use one core.
     """
     previous = torch.get_num_threads()
-    if device.type != "cpu" or previous == 1:
+    if device.type != "cpu" or previous == 1 or not small_steps:
         yield
         return
     torch.set_num_threads(1)
