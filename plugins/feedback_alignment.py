@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -15,6 +15,11 @@ from lightning_local.models import NetworkOutput, per_step_cross_entropy
 if TYPE_CHECKING:  # pragma: no cover
     from lightning_local.models import SpikingNetwork
     from lightning_local.module import SpikingClassifier
+
+
+def _detached_input(synapse):
+    """The synapse's map with its input cut from the graph (DFA: no gradient between layers)."""
+    return lambda x: synapse(x.detach())
 
 
 class FeedbackAlignment(Learner):
@@ -102,14 +107,8 @@ class FeedbackAlignment(Learner):
             loss = per_step_cross_entropy(output.output_membrane, labels)
             return LearnerStep(loss=loss.detach(), logits=output.scores_for(labels).detach(), objective=loss)
         # DFA: every layer sees a detached input; hidden layers get the projected output error.
-        x = frames.transpose(0, 1)
-        hidden: list[Tensor] = []
-        membrane: Optional[Tensor] = None
-        for layer in network.layers:
-            x, membrane = layer(x.detach())
-            hidden.append(x)
-        output_spikes = hidden.pop()  # not used by the update
-        assert membrane is not None
+        output = network(frames, synapse_inputs=[_detached_input(layer.synapse) for layer in network.layers])
+        hidden, membrane = output.spikes[:-1], output.output_membrane
         loss = per_step_cross_entropy(membrane, labels)
         # delta^t = dE/du_out^t, exact for [B] and masked [B, T] labels alike (the output's input is detached).
         (delta,) = torch.autograd.grad(loss, membrane, retain_graph=True)  # [T, B, C]
@@ -117,5 +116,4 @@ class FeedbackAlignment(Learner):
         for l, spikes in enumerate(hidden):
             injected = (delta @ self.feedback_matrix(l).t()).view_as(spikes)  # [T, B, *out_shape_l]
             objective = objective + (spikes * injected).sum()
-        output = NetworkOutput(spikes=[*hidden, output_spikes], output_membrane=membrane)
         return LearnerStep(loss=loss.detach(), logits=output.scores_for(labels).detach(), objective=objective)
