@@ -11,7 +11,7 @@
 
 # Lazy exports (PEP 562): importing the light store module (e.g. in writer processes) stays cheap.
 _EXPORTS = {
-    "TABLE_III": "paper", "TABLE_IV": "paper", "TABLE_V": "paper", "write_report": "report",
+    "TABLE_III": "paper", "TABLE_IV": "paper", "TABLE_V": "paper", "TABLE_VI": "paper", "write_report": "report",
     "LocalExecutor": "scheduler", "RayExecutor": "scheduler", "run_grid": "scheduler",
     "Job": "spec", "Spec": "spec", "SpecError": "spec", "expand": "spec", "load_spec": "spec",
     "ResultStore": "store",
@@ -36,6 +36,7 @@ __all__ = [
     "TABLE_III",
     "TABLE_IV",
     "TABLE_V",
+    "TABLE_VI",
     "expand",
     "load_spec",
     "run_grid",

@@ -62,7 +62,8 @@ def runs_frame(jobs: list[Job], store: ResultStore) -> pd.DataFrame:
     for job in jobs:
         row = rows.get(job.key, {})
         records.append({
-            "key": job.key, "kind": job.kind, "name": job.name, "dataset": job.dataset, "rule": job.rule,
+            "key": job.key, "kind": job.kind, "name": job.name, "dataset": job.dataset,
+            "network": (job.config.get("model") or {}).get("synapse", "linear"), "rule": job.rule,
             "arch": job.arch, "seed": job.seed, "poison_rate": job.variant.get("poison_rate"),
             "pair": job.variant.get("pair"), "status": row.get("status", "pending"),
             "seconds": row.get("seconds"), "metrics": row.get("metrics") or {}, "paths": row.get("paths") or {},
@@ -73,13 +74,17 @@ def runs_frame(jobs: list[Job], store: ResultStore) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- tables
 def table_iii(runs: pd.DataFrame) -> pd.DataFrame:
-    """Test accuracy % per dataset, rule, arch (the main grid, no backdoor runs)."""
+    """Test accuracy % per dataset, network (linear/conv), rule, arch (the main grid, no backdoor runs).
+
+    The paper's value is Table III's for fully connected nets and Table VI's for the conv net.
+    """
     main = runs[(runs.kind == "train") & runs.poison_rate.isna() & (runs.status == "done")]
     rows = []
-    for (dataset, rule, arch), group in main.groupby(["dataset", "rule", "arch"], sort=False):
+    for (dataset, network, rule, arch), group in main.groupby(["dataset", "network", "rule", "arch"], sort=False):
         stats = _stats(group.metrics.map(lambda m: 100 * m["test_acc"] if "test_acc" in m else np.nan))
-        rows.append({"dataset": dataset, "rule": rule, "arch": arch, **stats, "paper": paper.table_iii(rule, dataset, arch)})
-    return pd.DataFrame(rows, columns=["dataset", "rule", "arch", "mean", "std", "n", "paper"])
+        rows.append({"dataset": dataset, "network": network, "rule": rule, "arch": arch, **stats,
+                     "paper": paper.table_iii(rule, dataset, arch, network)})
+    return pd.DataFrame(rows, columns=["dataset", "network", "rule", "arch", "mean", "std", "n", "paper"])
 
 
 def table_iv(runs: pd.DataFrame) -> pd.DataFrame:
@@ -234,13 +239,14 @@ def plot_figure_4(data: pd.DataFrame) -> Optional[Figure]:
 
 # ----------------------------------------------------------------------------- markdown
 def _pivot_iii(table: pd.DataFrame) -> pd.DataFrame:
-    columns = list(dict.fromkeys(zip(table.dataset, table.arch)))
+    columns = list(dict.fromkeys(zip(table.dataset, table.network, table.arch)))
     rows = []
     for rule in dict.fromkeys(table.rule):
         row = {"rule": rule}
-        for dataset, arch in columns:
-            match = table[(table.rule == rule) & (table.dataset == dataset) & (table.arch == arch)]
-            row[f"{_title(dataset)} {arch.upper()}"] = (
+        for dataset, network, arch in columns:
+            match = table[(table.rule == rule) & (table.dataset == dataset) & (table.network == network) & (table.arch == arch)]
+            conv = " conv (Table VI)" if network == "conv" else ""
+            row[f"{_title(dataset)}{conv} {arch.upper()}"] = (
                 _cell(match["mean"].iloc[0], match["std"].iloc[0], int(match.n.iloc[0]), match.paper.iloc[0])
                 if len(match) else "–")
         rows.append(row)

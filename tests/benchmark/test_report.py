@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import yaml
 from benchmark_helpers import REPO, tiny_spec, write_spec
 
 from lightning_local.benchmark.paper import TABLE_III, TABLE_IV, TABLE_V
@@ -114,3 +115,29 @@ def test_report_of_unfinished_grid_and_paper_data(tmp_path, tiny_digits):
     assert len(TABLE_III) == 18 and TABLE_III[("decolle", "timit", "rec")] == 45.70
     assert sum(len(v) for v in TABLE_IV.values()) == 30 and TABLE_IV[("decolle", "rec")][0.02] == 47.56
     assert sum(len(v) for v in TABLE_V.values()) == 30 and TABLE_V[("eprop", "ff")][0.9] == (87.32, 96.95)
+
+
+def test_the_conv_preset_is_table_vi_and_its_report_compares_with_table_vi(tmp_path):
+    from lightning_local.benchmark.paper import TABLE_VI
+
+    raw = yaml.safe_load((REPO / "configs/benchmark/paper_dvsgesture_conv.yaml").read_text())
+    raw["config"] = str(REPO / raw["config"])
+    raw["datasets"]["dvsgesture"]["root"] = str(tmp_path)  # the preset's data/dvsgesture is not here
+    jobs = expand(load_spec(write_spec(tmp_path, raw)))
+    assert {(j.rule, j.arch) for j in jobs} == set(TABLE_VI) and len(jobs) == 4 * 5
+    assert all(j.config["model"]["synapse"] == "conv" and j.config["model"]["channels"] == [64, 128, 128] for j in jobs)
+    store = ResultStore(tmp_path / "store.sqlite")
+    store.register([{"key": j.key, "kind": j.kind, "name": j.name, "dataset": j.dataset, "rule": j.rule, "arch": j.arch,
+                     "seed": j.seed, "variant": j.variant, "config": j.config, "run_dir": tmp_path / j.folder} for j in jobs])
+    accuracy = {job.key: 0.5 + 0.01 * i for i, job in enumerate(jobs)}
+    for job in jobs:
+        store.claim(job.key, owner_id())
+        store.finish(job.key, owner_id(), "done", 1.0, metrics={"test_acc": accuracy[job.key]}, paths={})
+    report = write_report(jobs, store, tmp_path / "report", "conv")
+    table = pd.read_csv(report.parent / "table3_accuracy.csv")
+    assert set(table.network) == {"conv"} and len(table) == 4
+    for row in table.itertuples():
+        ours = [100 * accuracy[j.key] for j in jobs if (j.rule, j.arch) == (row.rule, row.arch)]
+        assert np.isclose(row.mean, np.mean(ours)) and row.n == 5 and row.paper == TABLE_VI[(row.rule, row.arch)]
+    text = report.read_text()
+    assert "conv (Table VI) FF" in text and "91.74" in text
