@@ -180,11 +180,18 @@ class LinearSynapse(Synapse):
         grad = grad.unflatten(-1, self.in_shape) if len(self.in_shape) > 1 else grad
         return grad if add_to is None else grad.add_(add_to)
 
-    def _weight_gradient(self, error: Tensor, presynaptic: Tensor, add_to: Optional[Tensor], alpha: float) -> Tensor:
-        flat = presynaptic.reshape(presynaptic.shape[0], -1)
-        if add_to is None:
-            return torch.mm(error.t(), flat).mul_(alpha) if alpha != 1.0 else error.t() @ flat
-        return add_to.addmm_(error.t(), flat, alpha=alpha)
+    def weight_gradient(self, error: Tensor, presynaptic: Tensor, add_to: Optional[Tensor] = None, alpha: float = 1.0) -> Tensor:
+        """``alpha * error^T presynaptic`` over all leading dimensions (see :meth:`Synapse.weight_gradient`)."""
+        # Per-step calls of the online rules pass 2-D tensors: skip the reshapes and casts (dispatch costs).
+        if error.dim() != 2 or presynaptic.dim() != 2:
+            error = error.reshape(-1, self.out_features)
+            presynaptic = presynaptic.reshape(error.shape[0], -1)
+        if presynaptic.dtype != error.dtype:
+            presynaptic = presynaptic.to(error.dtype)
+        if add_to is not None:
+            return add_to.addmm_(error.t(), presynaptic, alpha=alpha)
+        grad = error.t() @ presynaptic
+        return grad.mul_(alpha) if alpha != 1.0 else grad
 
     def extra_repr(self) -> str:
         return f"in_shape={self.in_shape}, out_features={self.out_shape[0]}"
