@@ -78,3 +78,22 @@ def test_default_output_init_does_not_start_saturated(decays):
     # and the initial loss near chance (ln 10 = 2.30).
     assert plain_std > 2.0 and plain_loss > 3.5
     assert std < 1.0 and loss < 2.6
+
+
+def test_the_optimizer_is_fused_adam_and_steps_like_the_reference_adam():
+    torch.manual_seed(0)
+    model = SpikingClassifier(12, 3, hidden_sizes=[8], lr=1e-2, weight_decay=1e-3)
+    fused = model.configure_optimizers()
+    assert fused.defaults["fused"] is True
+    start = [p.detach().clone() for p in model.parameters()]
+    twin = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    reference = torch.optim.Adam(twin, lr=1e-2, weight_decay=1e-3, foreach=False)
+    for step in range(5):
+        grads = [torch.randn_like(p) for p in twin]
+        for p, q, g in zip(model.parameters(), twin, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        fused.step()
+        reference.step()
+    for p, q, p0 in zip(model.parameters(), twin, start):
+        assert (p - p0).abs().max() > 1e-2  # five steps of lr 1e-2 moved every weight
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
