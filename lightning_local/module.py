@@ -187,7 +187,7 @@ class SpikingClassifier(pl.LightningModule):
     def check_frames(self, frames: Tensor) -> None:
         """Reject input that would silently give wrong results."""
         expected = tuple(self.network.input_shape)
-        if tuple(frames.shape[2:]) != expected or frames.dim() != 2 + len(expected):
+        if tuple(frames.shape[2:]) != expected:
             shape = ", ".join(map(str, expected))
             raise InvalidInputError(
                 f"Expected input frames of shape [batch, time, {shape}], got {tuple(frames.shape)}: "

@@ -19,6 +19,7 @@ become tonic's ``DVSGesture.dtype``. tonic's class is only used to download.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tonic
@@ -120,23 +121,8 @@ class DVSGesture(EventDataModule):
         n_time_bins: Number of time bins ``T`` per sample (default 60).
         downsample: Integer spatial downsampling factor (default 4: 128x128 -> 32x32).
         batch_size: Samples per batch (default 32).
-        num_workers: DataLoader worker processes (default 0).
-        val_fraction: Share of each class of the training recordings used for validation (default 0.1).
-        test_fraction: Share of each class of the training recordings used as test set, only
-            when ``ibmGestureTest`` is missing (default 0.2).
-        seed: Seed of the validation split and of train shuffling (default 0).
-        download: If the layout is missing, download it with tonic into ``root/DVSGesture/``
-            (default True); if that fails an error says what to do.
-        skip_bad_files: Drop corrupt or invalid files found by the check at setup with a
-            logged warning instead of stopping (default False).
-        max_file_mb: Largest file accepted, in MB (default 64).
-        frame_cache: Frame every recording once into a bit-packed cache and read frames from
-            it (default True; see :class:`~lightning_local.data.base.EventDataModule`).
-        cache_dir: Folder of the frame cache (default ``$LIGHTNING_LOCAL_CACHE/frames``).
-        unpack_on_device: Move the training batches bit-packed and unpack them on the
-            training device (default False).
-        layout: ``flat`` ``[T, P*H*W]`` frames (default) or ``image`` ``[T, P, H, W]`` for
-            convolutional networks (chosen by the CLI for ``--model.synapse conv``).
+        **kwargs: Every other argument of :class:`~lightning_local.data.base.EventDataModule`
+            (``download`` into ``root/DVSGesture/``, splits, file checks, frame cache, ``layout``).
     """
 
     sensor_size = DVSGESTURE_SENSOR_SIZE
@@ -146,41 +132,8 @@ class DVSGesture(EventDataModule):
     tonic_dataset = _TONIC
     download_url = f"{_TONIC.train_url} and {_TONIC.test_url} (tonic's {_TONIC.train_filename} and {_TONIC.test_filename}, extracted into ROOT/DVSGesture/)"
 
-    def __init__(
-        self,
-        root: str,
-        n_time_bins: int = 60,
-        downsample: int = 4,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        seed: int = 0,
-        download: bool = True,
-        skip_bad_files: bool = False,
-        max_file_mb: float = 64.0,
-        frame_cache: bool = True,
-        cache_dir: str | None = None,
-        unpack_on_device: bool = False,
-        layout: str = "flat",
-    ) -> None:
-        super().__init__(
-            root=root,
-            download=download,
-            n_time_bins=n_time_bins,
-            downsample=downsample,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            seed=seed,
-            skip_bad_files=skip_bad_files,
-            max_file_mb=max_file_mb,
-            frame_cache=frame_cache,
-            cache_dir=cache_dir,
-            unpack_on_device=unpack_on_device,
-            layout=layout,
-        )
+    def __init__(self, root: str, n_time_bins: int = 60, downsample: int = 4, batch_size: int = 32, **kwargs: Any) -> None:
+        super().__init__(root=root, n_time_bins=n_time_bins, downsample=downsample, batch_size=batch_size, **kwargs)
 
     def scan_root(self, root: Path) -> tuple[list[Record], list[Record] | None] | None:
         """Use ``root/DVSGesture`` (tonic's folder) or ``root``, whichever has training recordings."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from lightning_local.data.errors import DatasetNotFoundError, check_data_arguments
 from lightning_local.data.speech import SpeechDataModule, Utterance, class_split
@@ -49,35 +49,16 @@ class FSDD(SpeechDataModule):
     Args:
         root: folder holding ``recordings/`` (or the ``.wav`` files themselves).
         num_frames: time steps per utterance (padded or cut); ``None``: the longest recording.
-        batch_size: utterances per batch.
-        val_fraction: share of each digit's training recordings held out for validation.
-        num_workers: DataLoader worker processes (features are in memory; 0 is usually best).
-        seed: seed of the validation split and of the train shuffling.
-        n_mfcc: cepstral coefficients per frame (features = ``3 * n_mfcc``).
-        n_mels: mel bands the coefficients are computed from.
-        window_ms: analysis window length in milliseconds.
-        hop_ms: step between frames (= time steps) in milliseconds.
-        cache: keep extracted features on disk (see :mod:`lightning_local.data.speech`).
+        **kwargs: every other argument of :class:`~lightning_local.data.speech.SpeechDataModule`
+            (batch size, workers, ``val_fraction`` - a share of each digit's training recordings -,
+            seed, MFCC settings, cache).
     """
 
     class_names = tuple(str(d) for d in range(10))
     dataset_name = "FSDD"
 
-    def __init__(
-        self,
-        root: Optional[str] = None,
-        num_frames: Optional[int] = 100,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        val_fraction: float = 0.1,
-        seed: int = 0,
-        n_mfcc: int = 13,
-        n_mels: int = 40,
-        window_ms: float = 25.0,
-        hop_ms: float = 10.0,
-        cache: bool = True,
-    ) -> None:
-        super().__init__(root, batch_size, num_workers, val_fraction, seed, n_mfcc, n_mels, window_ms, hop_ms, cache)
+    def __init__(self, root: Optional[str] = None, num_frames: Optional[int] = 100, **kwargs: Any) -> None:
+        super().__init__(root, **kwargs)
         check_data_arguments({"num_frames": (num_frames, num_frames is None or num_frames >= 1, ">= 1 (or null)")})
         self.num_frames = num_frames
         self.test_takes: tuple[int, ...] = tuple(OFFICIAL_TEST_TAKES)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -172,63 +173,19 @@ class SaccadeDigits(NMNIST):
     Args:
         root: Cache folder; ``None`` (default) means ``$LIGHTNING_LOCAL_CACHE/saccade_digits``
             or, without that variable, ``~/.cache/lightning_local/saccade_digits``.
-        n_time_bins: Number of time bins ``T`` per sample (default 100, i.e. 3 ms bins).
-        downsample: Integer spatial downsampling factor (default 1, full 34x34).
-        batch_size: Samples per batch (default 64).
-        num_workers: DataLoader worker processes (default 0).
-        val_fraction: Share of each class of Train/ used for validation (default 0.1).
-        seed: Seed of the validation split and of train shuffling (default 0).
         max_samples_per_class: Generate and use only the first this many digits of each
             class (default None = all 1797); for quick tests.
-        skip_bad_files: Drop invalid files found by the check at setup instead of stopping
-            (default False).
-        max_file_mb: Largest file accepted, in MB (default 64).
-        frame_cache: Frame every recording once into a bit-packed cache and read frames from
-            it (default True; see :class:`~lightning_local.data.base.EventDataModule`).
-        cache_dir: Folder of the frame cache (default ``$LIGHTNING_LOCAL_CACHE/frames``).
-        unpack_on_device: Move the training batches bit-packed and unpack them on the
-            training device (default False).
-        layout: ``flat`` ``[T, P*H*W]`` frames (default) or ``image`` ``[T, P, H, W]`` for
-            convolutional networks (chosen by the CLI for ``--model.synapse conv``).
+        **kwargs: Every other argument of :class:`~lightning_local.data.base.EventDataModule`
+            (``n_time_bins``, ``downsample``, ``batch_size``, splits, file checks, frame cache,
+            ``layout``) with its default; nothing is downloaded.
     """
 
-    def __init__(
-        self,
-        root: str | None = None,
-        n_time_bins: int = 100,
-        downsample: int = 1,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        val_fraction: float = 0.1,
-        seed: int = 0,
-        max_samples_per_class: int | None = None,
-        skip_bad_files: bool = False,
-        max_file_mb: float = 64.0,
-        frame_cache: bool = True,
-        cache_dir: str | None = None,
-        unpack_on_device: bool = False,
-        layout: str = "flat",
-    ) -> None:
+    def __init__(self, root: str | None = None, max_samples_per_class: int | None = None, **kwargs: Any) -> None:
         if max_samples_per_class is not None and max_samples_per_class < 1:
             raise DataArgumentError(
                 f"invalid data arguments: --data.max_samples_per_class must be >= 1 (or null), got {max_samples_per_class}."
             )
-        super().__init__(
-            root=str(Path(root).expanduser() if root else default_root()),
-            n_time_bins=n_time_bins,
-            downsample=downsample,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            val_fraction=val_fraction,
-            seed=seed,
-            download=False,
-            skip_bad_files=skip_bad_files,
-            max_file_mb=max_file_mb,
-            frame_cache=frame_cache,
-            cache_dir=cache_dir,
-            unpack_on_device=unpack_on_device,
-            layout=layout,
-        )
+        super().__init__(root=str(Path(root).expanduser() if root else default_root()), download=False, **kwargs)
         self.max_samples_per_class = max_samples_per_class
 
     def find_records(self) -> tuple[list[Record], list[Record] | None]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 import soundfile
@@ -126,16 +126,10 @@ class TIMIT(SpeechDataModule):
         test_set: ``"full"`` (every TEST speaker) or ``"core"`` (the 24 core test speakers).
         include_sa: keep the SA sentences (left out by default).
         batch_size: utterances per batch (Table VII: 8 for BPTT, 4 for e-prop).
-        val_fraction: share of the TRAIN speakers held out for validation.
-        num_workers: DataLoader worker processes (features are in memory; 0 is usually best).
-        seed: seed of the validation split and of the train shuffling.
-        n_mfcc: cepstral coefficients per frame (features = ``3 * n_mfcc``).
-        n_mels: mel bands the coefficients are computed from.
-        window_ms: analysis window length in milliseconds.
-        hop_ms: step between frames (= time steps) in milliseconds.
-        cache: keep extracted features on disk (see :mod:`lightning_local.data.speech`).
         max_phn_overrun_ms: how far a ``.PHN`` may end past its audio before it counts as not
             belonging to it (a few TIMIT files end a sample or two late).
+        **kwargs: every other argument of :class:`~lightning_local.data.speech.SpeechDataModule`
+            (workers, ``val_fraction`` - a share of the TRAIN speakers -, seed, MFCC settings, cache).
     """
 
     class_names = PHONE_CLASSES
@@ -147,17 +141,10 @@ class TIMIT(SpeechDataModule):
         test_set: Literal["full", "core"] = "full",
         include_sa: bool = False,
         batch_size: int = 8,
-        num_workers: int = 0,
-        val_fraction: float = 0.1,
-        seed: int = 0,
-        n_mfcc: int = 13,
-        n_mels: int = 40,
-        window_ms: float = 25.0,
-        hop_ms: float = 10.0,
-        cache: bool = True,
         max_phn_overrun_ms: float = 10.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(root, batch_size, num_workers, val_fraction, seed, n_mfcc, n_mels, window_ms, hop_ms, cache)
+        super().__init__(root, batch_size=batch_size, **kwargs)
         check_data_arguments({"test_set": (test_set, test_set in ("full", "core"), "'full' or 'core'")})
         self.test_set = test_set
         self.include_sa = include_sa

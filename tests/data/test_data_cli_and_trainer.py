@@ -11,16 +11,26 @@ import torch
 from jsonargparse import ArgumentParser
 
 from lightning_local.data import DVSGesture, EventDataModule, NMNIST, SaccadeDigits
+from lightning_local.data.fsdd import FSDD
+from lightning_local.data.speech import SpeechDataModule
+from lightning_local.data.timit import TIMIT
 
 
-@pytest.mark.parametrize("cls", [NMNIST, SaccadeDigits, DVSGesture, EventDataModule])
+@pytest.mark.parametrize("cls", [NMNIST, SaccadeDigits, DVSGesture, EventDataModule, FSDD, TIMIT, SpeechDataModule])
 def test_every_init_arg_is_documented(cls):
-    documented = {param.arg_name for param in docstring_parser.parse(cls.__doc__).params}
+    # The module's own arguments in its docstring (``**kwargs`` forwards to the base, documented there) ...
+    documented = {param.arg_name.lstrip("*") for param in docstring_parser.parse(cls.__doc__).params}
     signature = inspect.signature(cls.__init__)
-    args = [name for name in signature.parameters if name != "self"]
-    assert set(args) <= documented
-    for name in args:
-        assert signature.parameters[name].annotation is not inspect.Parameter.empty
+    own = [p for name, p in signature.parameters.items() if name != "self"]
+    assert {p.name for p in own} <= documented
+    assert all(p.annotation is not inspect.Parameter.empty for p in own if p.kind is not p.VAR_KEYWORD)
+    # ... and every argument the command line offers (forwarded ones included) with a help text and a type.
+    parser = ArgumentParser()
+    parser.add_class_arguments(cls, "data")
+    offered = {action.dest[len("data."):]: action for action in parser._actions if action.dest.startswith("data.")}
+    assert {"root", "batch_size", "num_workers", "val_fraction", "seed"} <= set(offered)
+    for name, action in offered.items():
+        assert action.help, f"--data.{name} has no help text: document it in the docstring that defines it"
 
 
 def test_jsonargparse_builds_a_module_with_properties(tmp_path):

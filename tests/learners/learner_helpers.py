@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from lightning_local.models import per_step_cross_entropy
 from lightning_local.module import SpikingClassifier
 
 STEPS, BATCH, INPUTS, HIDDEN, CLASSES = 30, 5, 30, [20, 12], 4
@@ -36,3 +37,18 @@ def assert_all_layers_fire(module, frames):
 
 def parameters(module):
     return [p for layer in module.network.layers for p in (layer.weight, layer.recurrent_weight) if p is not None]
+
+
+def learner_grads(module, frames, labels):
+    """The learner's step on one batch and the gradient its objective gives every weight (by ``id``)."""
+    module.zero_grad()
+    step = module.learner.training_step(module, frames, labels)
+    step.objective.backward()
+    return step, {id(p): p.grad.clone() for p in parameters(module)}
+
+
+def bptt_grads(module, frames, labels):
+    """The exact BPTT gradient of the training loss for every weight (by ``id``)."""
+    params = parameters(module)
+    grads = torch.autograd.grad(per_step_cross_entropy(module.network(frames).output_membrane, labels), params)
+    return {id(p): g for p, g in zip(params, grads)}

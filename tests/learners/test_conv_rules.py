@@ -3,7 +3,7 @@
 import lightning.pytorch as pl
 import pytest
 import torch
-from learner_helpers import assert_all_layers_fire
+from learner_helpers import assert_all_layers_fire, bptt_grads, learner_grads, parameters
 from reference_rules import decolle_reference, dfa_reference, fa_reference
 from torch.nn.functional import adaptive_avg_pool2d
 from torch.utils.data import DataLoader, TensorDataset
@@ -36,23 +36,6 @@ def make_image_batch(seed=1, steps=STEPS, batch=BATCH):
     generator = torch.Generator().manual_seed(seed)
     frames = (torch.rand(batch, steps, *SHAPE, generator=generator) < 0.3).to(torch.get_default_dtype())
     return frames, torch.randint(0, CLASSES, (batch,), generator=generator)
-
-
-def parameters(module):
-    return [p for layer in module.network.layers for p in (layer.weight, layer.recurrent_weight) if p is not None]
-
-
-def learner_grads(module, frames, labels):
-    module.zero_grad()
-    step = module.learner.training_step(module, frames, labels)
-    step.objective.backward()
-    return step, {id(p): p.grad.clone() for p in parameters(module)}
-
-
-def bptt_grads(module, frames, labels):
-    params = parameters(module)
-    grads = torch.autograd.grad(per_step_cross_entropy(module.network(frames).output_membrane, labels), params)
-    return {id(p): g for p, g in zip(params, grads)}
 
 
 @pytest.mark.parametrize("size", [4, 3, 12])

@@ -2,27 +2,13 @@
 
 import pytest
 import torch
-from learner_helpers import assert_all_layers_fire, make_batch, make_module, parameters
+from learner_helpers import assert_all_layers_fire, bptt_grads, learner_grads, make_batch, make_module, parameters
 from reference_rules import dfa_reference, fa_reference
 
 from lightning_local.models import per_step_cross_entropy
 from lightning_local.plugins.feedback_alignment import FeedbackAlignment
 
-
 pytestmark = pytest.mark.usefixtures("float64")
-
-
-def learner_grads(module, frames, labels):
-    module.zero_grad()
-    step = module.learner.training_step(module, frames, labels)
-    step.objective.backward()
-    return step, {id(p): p.grad.clone() for p in parameters(module)}
-
-
-def bptt_grads(module, frames, labels):
-    params = parameters(module)
-    grads = torch.autograd.grad(per_step_cross_entropy(module.network(frames).output_membrane, labels), params)
-    return {id(p): g for p, g in zip(params, grads)}
 
 
 @pytest.mark.parametrize("architecture", ["ff", "rec"])

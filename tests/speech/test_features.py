@@ -130,19 +130,3 @@ def test_speaker_split_holds_out_whole_speakers():
     assert not {u.speaker for u in held} & {u.speaker for u in kept}
     assert speaker_split(utterances, 0.2, seed=1) == (kept, held)
     assert len({u.speaker for u in speaker_split(utterances, 0.01, seed=1)[1]}) == 1  # at least one speaker
-
-
-@pytest.mark.parametrize("name", ["TIMIT", "FSDD", "SpeechDataModule"])
-def test_every_init_arg_is_documented(name):
-    import inspect
-
-    import docstring_parser
-
-    from lightning_local.data import fsdd, speech, timit
-
-    cls = {"TIMIT": timit.TIMIT, "FSDD": fsdd.FSDD, "SpeechDataModule": speech.SpeechDataModule}[name]
-    documented = {param.arg_name for param in docstring_parser.parse(cls.__doc__).params}
-    signature = inspect.signature(cls.__init__)
-    args = [arg for arg in signature.parameters if arg != "self"]
-    assert set(args) <= documented
-    assert all(signature.parameters[arg].annotation is not inspect.Parameter.empty for arg in args)
