@@ -29,13 +29,21 @@ done
 pip install --no-deps --no-build-isolation -e . >> "$OUT/pip.log" 2>&1 || export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 log "kernel tests on CUDA (TRITON_INTERPRET=0)"
-TRITON_INTERPRET=0 timeout 240 python -m pytest -q tests/kernels -p no:cacheprovider > "$OUT/tests_cuda.txt" 2>&1
+# The CUDA-only tests too (skipped on CPU): pinned sparse batches from a loader worker.
+TRITON_INTERPRET=0 timeout 240 python -m pytest -q tests/kernels tests/data/test_sparse_batches.py -p no:cacheprovider \
+    > "$OUT/tests_cuda.txt" 2>&1
 log "tests exit code $? ($(tail -1 "$OUT/tests_cuda.txt"))"
 
 log "benchmark: ours (scan, triton) vs snnTorch vs SpikingJelly"
 timeout 300 python benchmarks/gpu_step.py --device cuda --repeats 10 --json "$OUT/gpu_step.json" > "$OUT/gpu_step.txt" 2>&1
 log "benchmark exit code $?"
 cat "$OUT/gpu_step.txt" | grep -v Warning | tee -a "$OUT/summary.txt"
+
+log "e-prop vs BPTT step (target: e-prop <= 2x BPTT): both e-prop schedules, N-MNIST FF, B=128, T=100"
+timeout 150 python benchmarks/memory_vs_T.py --device cuda --batch 128 --steps 100 --learners bptt eprop_sequence eprop decolle \
+    --repeats 10 --json "$OUT/eprop_step.json" > "$OUT/eprop_step.txt" 2>&1
+log "e-prop benchmark exit code $?"
+grep -v Warning "$OUT/eprop_step.txt" | tee -a "$OUT/summary.txt"
 
 if [ -d ../shared/data/nmnist_small ]; then
     log "input pipeline: frame cache, packed batches unpacked on the GPU"

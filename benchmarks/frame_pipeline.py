@@ -15,7 +15,12 @@ side in one process (each pass of the loaders alternates, so load on the machine
   batches gathered from the mapped file, not unpacked (what the CPU can feed a GPU);
 * ``cache_packed_to_<device>``: shuffled packed ``uint8`` batches (``PackedFrames``) moved to
   the device and unpacked there with ``unpack_bits`` (``--data.unpack_on_device true``);
-* ``unpack_kernel_<device>``: ``unpack_bits`` alone on a packed batch already on the device.
+* ``unpack_kernel_<device>``: ``unpack_bits`` alone on a packed batch already on the device;
+* ``ones_index_build``: deriving the index of every recording's ones from the packed cache
+  once (``FrameCache.build_ones_index``, what ``setup`` does with ``--data.sparse_input true``),
+  timed separately;
+* ``cache_sparse_batches``: shuffled ``SparseFrames`` batches (CSR indices of the frames and
+  their transpose) assembled from that index (``--data.sparse_input true``; on the CPU).
 
 The cache lives in a temporary folder (the user's cache is neither used nor changed).
 Writes ``benchmarks/results/frame_pipeline.json`` (``--output``).
@@ -72,14 +77,16 @@ def main() -> None:
     for name, row in report["results"].items():
         print(f"  {name:28s} {row['samples_per_s']:>12,.0f} samples/s")
     print(f"  cache: {report['packed_bytes_per_sample']} B/sample "
-          f"({report['full_nmnist_cache_gb_estimate']} GB for all of N-MNIST)")
+          f"({report['full_nmnist_cache_gb_estimate']} GB for all of N-MNIST); ones index: "
+          f"{report['ones_index_bytes_per_sample']:,.0f} B/sample ({report['ones_index_vs_cache_file']}x the cache file, "
+          f"{report['ones_density']:.2%} ones)")
     print(f"wrote {args.output}")
 
 
 def measure(args: argparse.Namespace, device: torch.device, scratch: Path) -> dict:
     """Build the cache in ``scratch`` and time every contender; the report as a dict."""
     from lightning_local.data import NMNIST, EventFrameDataset
-    from lightning_local.data.frame_cache import FrameCache, PackedFrames, unpack_bits
+    from lightning_local.data.frame_cache import FrameCache, PackedFrames, SparseBatch, SparseSamples, unpack_bits
 
     module = NMNIST(root=args.root, download=False, n_time_bins=args.n_time_bins, frame_cache=False)
     module.setup("fit")
@@ -92,13 +99,18 @@ def measure(args: argparse.Namespace, device: torch.device, scratch: Path) -> di
     cache = FrameCache.open([r.path for r in records], plain.flat_frames, (args.n_time_bins, num_inputs), settings,
                             "benchmark", scratch / "frames")
     build_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    cache.build_ones_index()
+    index_seconds = time.perf_counter() - start
     cached = EventFrameDataset(records, module.read_events, module.to_frames, cache, range(samples))
     packed = PackedFrames(cache, range(samples), [r.label for r in records])
+    sparse = SparseSamples(cache, range(samples), [r.label for r in records])
     generator = torch.Generator().manual_seed(0)
 
     def loader(dataset, shuffle: bool) -> DataLoader:
         sampler = RandomSampler(dataset, generator=generator) if shuffle else None
-        return DataLoader(dataset, batch_size=args.batch_size, sampler=sampler)
+        collate = SparseBatch(args.n_time_bins, num_inputs) if dataset is sparse else None
+        return DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, collate_fn=collate)
 
     def read_and_frame() -> None:
         for frames, _ in loader(plain, shuffle=False):
@@ -110,6 +122,10 @@ def measure(args: argparse.Namespace, device: torch.device, scratch: Path) -> di
 
     def cache_packed_loader() -> None:
         for frames, _ in loader(packed, shuffle=True):
+            pass
+
+    def cache_sparse_batches() -> None:
+        for frames, _ in loader(sparse, shuffle=True):
             pass
 
     def cache_packed_to_device() -> None:
@@ -127,12 +143,15 @@ def measure(args: argparse.Namespace, device: torch.device, scratch: Path) -> di
     for i in range(0, samples, max(1, samples // 40)):
         assert torch.equal(cached[i][0], plain[i][0])
     first_packed = next(iter(loader(packed, shuffle=False)))[0].to(device)
-    assert torch.equal(unpack_bits(first_packed, num_inputs).cpu(), next(iter(loader(cached, shuffle=False)))[0])
+    first_dense = next(iter(loader(cached, shuffle=False)))[0]
+    assert torch.equal(unpack_bits(first_packed, num_inputs).cpu(), first_dense)
+    assert torch.equal(next(iter(loader(sparse, shuffle=False)))[0].to_dense(), first_dense)
 
     contenders = {
         "read_and_frame": (read_and_frame, samples),
         "cache_cpu_unpack": (cache_cpu_unpack, samples),
         "cache_packed_loader": (cache_packed_loader, samples),
+        "cache_sparse_batches": (cache_sparse_batches, samples),
         f"cache_packed_to_{device.type}": (cache_packed_to_device, samples),
         f"unpack_kernel_{device.type}": (unpack_kernel, kernel_batches * len(batch)),
     }
@@ -149,7 +168,11 @@ def measure(args: argparse.Namespace, device: torch.device, scratch: Path) -> di
                        "samples_per_pass": count, "passes": args.repeats}
     table["cache_build"] = {"samples_per_s": round(samples / build_seconds, 1), "seconds": round(build_seconds, 3),
                             "samples": samples}
+    table["ones_index_build"] = {"samples_per_s": round(samples / index_seconds, 1), "seconds": round(index_seconds, 3),
+                                 "samples": samples}
     bytes_per_sample = cache.array.shape[1] * cache.array.shape[2]
+    index_bytes = cache.ones_path.stat().st_size
+    ones = sum(len(indices) for indices in cache.sample_indices(range(samples)))
     return {
         "root": str(Path(args.root).resolve()),
         "recordings": samples,
@@ -166,6 +189,10 @@ def measure(args: argparse.Namespace, device: torch.device, scratch: Path) -> di
         "packed_bytes_per_sample": bytes_per_sample,
         "float32_bytes_per_sample": args.n_time_bins * num_inputs * 4,
         "full_nmnist_cache_gb_estimate": round(FULL_NMNIST_RECORDINGS * bytes_per_sample / 1e9, 2),
+        "ones_index_file_bytes": index_bytes,
+        "ones_index_bytes_per_sample": round(index_bytes / samples, 1),
+        "ones_index_vs_cache_file": round(index_bytes / cache.path.stat().st_size, 3),
+        "ones_density": round(ones / (samples * args.n_time_bins * num_inputs), 4),
         "speedup_vs_read_and_frame": {
             name: round(row["samples_per_s"] / table["read_and_frame"]["samples_per_s"], 1)
             for name, row in table.items() if name != "read_and_frame"

@@ -34,16 +34,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import saved_tensor_bytes, sync, time_interleaved  # noqa: E402
 
-from lightning_local.learners.traces import BLOCK_STEPS, OnlineSimulation  # noqa: E402
+from lightning_local.files import atomic_write  # noqa: E402
+from lightning_local.learners.traces import BLOCK_STEPS, BlockInputTrace, OnlineSimulation  # noqa: E402
 from lightning_local.module import SpikingClassifier  # noqa: E402
 
-LEARNERS = ("bptt", "fa", "eprop", "decolle")
+#: Contender -> learner spec (``eprop`` runs its default schedule: ``step`` on CPU, ``sequence`` on CUDA).
+LEARNERS = {
+    "bptt": "bptt", "fa": "fa", "eprop": "eprop", "decolle": "decolle",
+    "eprop_sequence": {"class_path": "lightning_local.plugins.eprop.EProp", "init_args": {"schedule": "sequence"}},
+}
 TRACE_RULES = ("eprop", "decolle")
 
 
-def make_step(learner: str, frames: torch.Tensor, labels: torch.Tensor, device: torch.device):
+def make_step(name: str, frames: torch.Tensor, labels: torch.Tensor, device: torch.device):
     torch.manual_seed(0)
-    module = SpikingClassifier(2312, 10, learner=learner, hidden_sizes=[120, 84]).to(device)
+    module = SpikingClassifier(2312, 10, learner=LEARNERS[name], hidden_sizes=[120, 84]).to(device)
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-4)
     module.optimizers = lambda *args, **kwargs: optimizer  # online rules step it themselves (no Trainer here)
 
@@ -57,18 +62,33 @@ def make_step(learner: str, frames: torch.Tensor, labels: torch.Tensor, device: 
     return module, step
 
 
-def carried_state_bytes(learner: str, module: SpikingClassifier, frames: torch.Tensor) -> int:
-    """Bytes a trace rule keeps outside autograd (0 for BPTT/FA, whose state autograd saves).
+def carried_state_bytes(module: SpikingClassifier, frames: torch.Tensor) -> int:
+    """Bytes a trace rule keeps outside autograd (0 for BPTT/FA, whose state autograd saves), plus its updates.
 
-    Neuron state, presynaptic traces and the first layer's block (copied input,
-    currents and errors of ``BLOCK_STEPS`` steps) from
-    :meth:`OnlineSimulation.state_nbytes`, plus the accumulated updates (one per parameter).
+    ``step`` schedule: neuron state, presynaptic traces and the first layer's block (copied
+    input, currents and errors of ``BLOCK_STEPS`` steps) from :meth:`OnlineSimulation.state_nbytes`.
+    ``sequence`` schedule (e-prop): every layer's spikes and membranes over all T (and the shifted
+    spikes a recurrent layer's trace reads), each layer's block traces and one input block per layer.
     """
-    if learner not in TRACE_RULES:
+    learner = module.learner
+    if learner.name not in TRACE_RULES:
         return 0
-    sim = OnlineSimulation(module.network, frames.shape[0], frames, block=min(BLOCK_STEPS, frames.shape[1]))
     accumulators = sum(p.numel() * p.element_size() for p in module.network.parameters())
-    return sim.state_nbytes() + accumulators
+    batch, steps = frames.shape[:2]
+    block = min(BLOCK_STEPS, steps)
+    if learner.name != "eprop" or learner.resolved_schedule(frames.device) == "step":
+        return OnlineSimulation(module.network, batch, frames, block=block).state_nbytes() + accumulators
+    size = frames.element_size()
+    total = accumulators
+    for layer in module.network.layers:
+        neurons, inputs = layer.out_features, layer.in_features
+        recurrent = layer.recurrent is not None
+        total += steps * batch * neurons * size * (3 if recurrent else 2)
+        trace = BlockInputTrace(batch, inputs, frames, layer.params.alpha, layer.params.beta, block)
+        total += trace.nbytes() + block * batch * inputs * size
+        if recurrent:
+            total += BlockInputTrace(batch, neurons, frames, layer.params.alpha, layer.params.beta, block).nbytes()
+    return total
 
 
 def memory_mb(learner: str, module: SpikingClassifier, step, frames: torch.Tensor, device: torch.device) -> float:
@@ -83,7 +103,7 @@ def memory_mb(learner: str, module: SpikingClassifier, step, frames: torch.Tenso
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     with saved_tensor_bytes() as saved:
         step()
-    return (saved["bytes"] + carried_state_bytes(learner, module, frames)) / 2**20
+    return (saved["bytes"] + carried_state_bytes(module, frames)) / 2**20
 
 
 def main() -> None:
@@ -92,7 +112,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[50, 100, 200, 400, 800], help="values of T")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--rate", type=float, default=0.02, help="input spike probability per bin")
-    parser.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=LEARNERS)
+    parser.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=list(LEARNERS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
@@ -116,7 +136,7 @@ def main() -> None:
         print(f"T={steps} done", file=sys.stderr, flush=True)
     print_table(rows, args.learners, args.steps)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        atomic_write(args.json, lambda handle: handle.write(json.dumps(rows, indent=2) + "\n"))
 
 
 def print_table(rows: list[dict], learners: list[str], steps: list[int]) -> None:
@@ -127,9 +147,10 @@ def print_table(rows: list[dict], learners: list[str], steps: list[int]) -> None
         cells = "".join(f"{cell[(name, t)]['memory_mb']:9.2f}/{cell[(name, t)]['step_ms']:7.1f} " for t in steps)
         growth = cell[(name, steps[-1])]["memory_mb"] / cell[(name, steps[0])]["memory_mb"]
         print(f"{name:8s} {cells}   x{growth:.2f}")
-    if "bptt" in learners and "eprop" in learners and 100 in steps:
-        ratio = cell[("eprop", 100)]["step_ms"] / cell[("bptt", 100)]["step_ms"]
-        print(f"e-prop / BPTT step time at T=100: x{ratio:.2f}")
+    for eprop in ("eprop", "eprop_sequence"):
+        if "bptt" in learners and eprop in learners and 100 in steps:
+            ratio = cell[(eprop, 100)]["step_ms"] / cell[("bptt", 100)]["step_ms"]
+            print(f"{eprop} / BPTT step time at T=100: x{ratio:.2f}")
 
 
 if __name__ == "__main__":

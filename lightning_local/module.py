@@ -16,6 +16,7 @@ from .models.network import DEFAULT_OUTPUT_INIT_GAIN, IGNORE_INDEX
 from .neurons import LIFParameters
 from .neurons.backends import check_backend
 from .neurons.lif import decay_from_time_constant
+from .sparse_frames import SparseFrames
 
 
 class InvalidInputError(ValueError):
@@ -193,6 +194,8 @@ class SpikingClassifier(pl.LightningModule):
                 f"Expected input frames of shape [batch, time, {shape}], got {tuple(frames.shape)}: "
                 "check that the data module's num_inputs and layout match the model."
             )
+        if isinstance(frames, SparseFrames):
+            return  # binary by construction: nothing to check
         if not torch.isfinite(frames).all():
             raise InvalidInputError("Input frames contain NaN or infinite values: check the data pipeline or the dataset files.")
 
@@ -204,6 +207,8 @@ class SpikingClassifier(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Optional[Tensor]:
         frames, labels = batch
         self.check_frames(frames)
+        if isinstance(frames, SparseFrames) and not (self.learner.sparse_input and self.network.is_dense):
+            frames = frames.to_dense()  # the rule or the network needs every frame value
         step = self.learner.training_step(self, frames, labels)
         self.train_acc(step.logits, labels)
         # `loss`: per step, progress bar and divergence check only; the CSV gets epoch means.

@@ -35,6 +35,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .sparse_frames import SparseFrames
+
 Shape = tuple[int, ...]
 
 
@@ -104,6 +106,8 @@ class Synapse(nn.Module):
 
     def with_feedback(self, x: Tensor, feedback: Tensor) -> Tensor:
         """:meth:`transmit` whose backward sends the input's error through ``feedback`` instead of ``W``."""
+        if isinstance(x, SparseFrames):  # input frames: no error to send back, the weight gradient is transmit's
+            return self.transmit(x)
         return _FeedbackTransmit.apply(x, self.weight, feedback, self)
 
     # ---------------------------------------------------- per-kind operations
@@ -162,8 +166,15 @@ class LinearSynapse(Synapse):
         return synapse
 
     def transmit(self, x: Tensor, weight: Optional[Tensor] = None, add_to: Optional[Tensor] = None) -> Tensor:
-        """``x W^T``; with ``add_to`` (2-D input) ``add_to + x W^T`` in one ``addmm``."""
+        """``x W^T``; with ``add_to`` (2-D input) ``add_to + x W^T`` in one ``addmm``.
+
+        ``x`` may be :class:`~lightning_local.sparse_frames.SparseFrames` (binary input
+        frames ``[B, T, F]``): two CSR matmuls instead of dense ones (see that module).
+        """
         weight = self.weight if weight is None else weight
+        if isinstance(x, SparseFrames):
+            out = x.project(weight)
+            return out if add_to is None else out.add_(add_to)
         if len(self.in_shape) > 1:
             x = x.flatten(x.dim() - len(self.in_shape))
         if add_to is not None and x.dim() == 2:

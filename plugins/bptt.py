@@ -21,6 +21,7 @@ class BPTT(Learner):
     """
 
     name = "bptt"
+    sparse_input = True  # the frames only meet the network's forward
 
     def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
         output = module.network(frames)

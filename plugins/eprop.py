@@ -8,7 +8,9 @@ import torch
 from torch import Tensor
 
 from lightning_local.learners import Learner, LearnerStep, update_objective
-from lightning_local.learners.traces import BLOCK_STEPS, OnlineSimulation, TaskReadout, blocks, fixed_uniform, single_thread
+from lightning_local.learners.traces import (
+    BLOCK_STEPS, BlockInputTrace, OnlineSimulation, TaskReadout, blocks, fixed_uniform, single_thread,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from lightning_local.models import SpikingNetwork
@@ -16,6 +18,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Feedback = Literal["symmetric", "random", "chained"]
 FEEDBACK_MODES = ("symmetric", "random", "chained")
+Schedule = Literal["auto", "step", "sequence"]
+SCHEDULES = ("auto", "step", "sequence")
 
 
 class EProp(Learner):
@@ -37,7 +41,7 @@ class EProp(Learner):
 
     **Update.** ``Delta W = sum_t (L^t * psi^t)^T z2^t`` (summed over the batch by
     the matmul), accumulated at every step as one matmul per weight matrix.
-    The batch is simulated step by step under ``no_grad``; nothing of length T
+    With ``schedule="step"`` the batch is simulated step by step under ``no_grad``; nothing of length T
     is stored (state and traces are ``O(batch x neurons)``), so memory is flat in
     T. The first layer, whose presynaptic population (the input) is by far the
     largest, is handled in blocks of ``BLOCK_STEPS`` (32) steps by
@@ -105,17 +109,27 @@ class EProp(Learner):
         feedback: ``"symmetric"`` (direct, product of forward weights), ``"random"`` (direct,
             fixed random ``B_l``) or ``"chained"`` (same-step path through the layers above).
         seed: seed of the random feedback matrices (used only with ``"random"``).
+        schedule: how the batch is simulated; both give the same updates (tested to rounding).
+            ``"step"``: one time step at a time, as above (memory flat in T).
+            ``"sequence"``: the network's own scan over all T first (on a GPU the Triton kernels,
+            one launch per layer: no Python work per step), then every layer's update block by
+            block with :class:`~lightning_local.learners.traces.BlockInputTrace`; keeps the
+            neuron states of the sequence (O(T x batch x neurons), no autograd graph).
+            ``"auto"``: ``"sequence"`` on CUDA, ``"step"`` elsewhere.
     """
 
     name = "eprop"
     linear_only = "the paper limits e-prop to linear layers; train a convolutional network with bptt, decolle or fa."
 
-    def __init__(self, feedback: Feedback = "symmetric", seed: int = 0) -> None:
+    def __init__(self, feedback: Feedback = "symmetric", seed: int = 0, schedule: Schedule = "auto") -> None:
         super().__init__()
         if feedback not in FEEDBACK_MODES:
             raise ValueError(f"Unknown e-prop feedback {feedback!r}: use one of {', '.join(FEEDBACK_MODES)}.")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"Unknown e-prop schedule {schedule!r}: use one of {', '.join(SCHEDULES)}.")
         self.feedback = feedback
         self.seed = seed
+        self.schedule = schedule
         self.num_hidden = 0
 
     def attach(self, network: "SpikingNetwork") -> None:
@@ -143,28 +157,53 @@ class EProp(Learner):
             g.insert(0, network.layers[l].synapse.backward(g[0]))  # g_{l-1} = g_l W_l
         return g
 
+    def resolved_schedule(self, device: torch.device) -> str:
+        """The schedule used on ``device``: ``auto`` is ``sequence`` on GPUs and ``step`` elsewhere."""
+        if self.schedule != "auto":
+            return self.schedule
+        return "sequence" if device.type == "cuda" else "step"
+
+    def hidden_errors(self, layers, delta: Tensor, membranes: list[Tensor], direct: Optional[list[Tensor]]):
+        """``(l, g_l = L_l * psi_l)`` for the hidden layers, top down, from the output error ``delta``.
+
+        Works on one step (``[B, n]``) or a block of steps (``[k, B, n]``) alike.
+        """
+        error = delta  # dE/du of the layer above ("chained" routing)
+        for l in range(len(layers) - 2, -1, -1):
+            signal = layers[l + 1].synapse.backward(error) if direct is None else delta @ direct[l]
+            error = signal.mul_(layers[l].params.pseudo_derivative(membranes[l]))
+            yield l, error
+
     @torch.no_grad()
     def compute_updates(self, network: "SpikingNetwork", frames: Tensor, labels: Tensor):
         """Simulate the batch forward in time and return ``(loss, logits, [(param, update), ...])``."""
-        x_seq = frames.transpose(0, 1)
-        steps, batch = x_seq.shape[0], x_seq.shape[1]
+        steps = frames.shape[1]
         layers = list(network.layers)
-        sim = OnlineSimulation(network, batch, frames)
         readout = TaskReadout(labels, layers[-1].out_features, steps, frames)
         d_w = [torch.zeros_like(layer.synapse.weight) for layer in layers]
         d_v = [torch.zeros_like(layer.recurrent.weight) if layer.recurrent is not None else None for layer in layers]
         direct = self.direct_feedback(network)  # fixed for the batch: the weights change only after it
+        if self.resolved_schedule(frames.device) == "sequence":
+            self._sequence_updates(network, frames, readout, d_w, d_v, direct)
+        else:
+            self._step_updates(network, frames, readout, d_w, d_v, direct)
+        updates = [(layer.synapse.weight, d) for layer, d in zip(layers, d_w)]
+        updates += [(layer.recurrent.weight, d) for layer, d in zip(layers, d_v) if d is not None]
+        return readout.loss, readout.logits, updates
+
+    def _step_updates(self, network, frames, readout, d_w, d_v, direct) -> None:
+        """The ``step`` schedule: one simulation step at a time, state and traces O(batch x neurons)."""
+        x_seq = frames.transpose(0, 1)
+        layers = list(network.layers)
+        sim = OnlineSimulation(network, frames.shape[0], frames)
         first_errors = sim.first_errors
-        for start, stop in blocks(steps, BLOCK_STEPS):
+        for start, stop in blocks(x_seq.shape[0], BLOCK_STEPS):
             sim.begin_block(x_seq[start:stop])  # W_0 is fixed during the batch
             with single_thread(frames.device):  # per-step ops are tiny
                 for i in range(stop - start):
                     sim.step(i)
                     delta = readout.step(sim, d_w[-1])
-                    error = delta  # dE/du of the layer above ("chained" routing)
-                    for l in range(len(layers) - 2, -1, -1):
-                        signal = layers[l + 1].synapse.backward(error) if direct is None else delta @ direct[l]
-                        error = signal.mul_(layers[l].params.pseudo_derivative(sim.mem[l]))
+                    for l, error in self.hidden_errors(layers, delta, sim.mem, direct):
                         if l == 0:
                             first_errors[i] = error  # accumulated exactly, per block, by end_block
                         else:
@@ -172,9 +211,36 @@ class EProp(Learner):
                         if d_v[l] is not None:
                             layers[l].recurrent.weight_gradient(error, sim.recurrent[l].z2, add_to=d_v[l])
             sim.end_block(d_w[0])
-        updates = [(layer.synapse.weight, d) for layer, d in zip(layers, d_w)]
-        updates += [(layer.recurrent.weight, d) for layer, d in zip(layers, d_v) if d is not None]
-        return readout.loss, readout.logits, updates
+
+    def _sequence_updates(self, network, frames, readout, d_w, d_v, direct) -> None:
+        """The ``sequence`` schedule: the network's own scan over all T, then the updates block by block.
+
+        Every presynaptic trace is advanced a block at a time (:class:`BlockInputTrace`), so the
+        Python work is per block and layer, never per step; the neuron states of the whole
+        sequence are kept (O(T x batch x neurons), no autograd graph).
+        """
+        batch, steps = frames.shape[:2]
+        layers = list(network.layers)
+        spikes, membranes = network.states(frames)
+        like = membranes[-1]
+        traces = [BlockInputTrace(batch, layer.in_shape, like, layer.params.alpha, layer.params.beta, BLOCK_STEPS)
+                  for layer in layers]
+        own = [BlockInputTrace(batch, layer.out_shape, like, layer.params.alpha, layer.params.beta, BLOCK_STEPS)
+               if layer.recurrent is not None else None for layer in layers]
+        # V's presynaptic input at step t is the layer's own s^{t-1} (zero at t = 0).
+        previous = [torch.cat([s[:1].mul(0), s[:-1]]) if own[l] is not None else None for l, s in enumerate(spikes)]
+
+        def rows(x: Tensor) -> Tensor:  # [k, B, *shape] -> [k * B, *shape], (step, sample) order
+            return x.reshape(-1, *x.shape[2:])
+
+        for start, stop in blocks(steps, BLOCK_STEPS):
+            inputs = [rows(frames[:, start:stop].transpose(0, 1))] + [rows(s[start:stop]) for s in spikes[:-1]]
+            window = [m[start:stop] for m in membranes]
+            delta = readout.block(window[-1], d_w[-1], traces[-1], inputs[-1], layers[-1].synapse)
+            for l, error in self.hidden_errors(layers, delta, window, direct):
+                traces[l].accumulate(d_w[l], error, inputs[l], layers[l].synapse)
+                if own[l] is not None:
+                    own[l].accumulate(d_v[l], error, rows(previous[l][start:stop]), layers[l].recurrent)
 
     def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
         loss, logits, updates = self.compute_updates(module.network, frames, labels)

@@ -68,6 +68,7 @@ class FeedbackAlignment(Learner):
     """
 
     name = "fa"
+    sparse_input = True  # the frames only meet the network's forward
 
     def __init__(self, direct: bool = False, seed: int = 0) -> None:
         super().__init__()

@@ -54,15 +54,16 @@ def _forward_with_currents(network: SpikingNetwork, frames: Tensor) -> tuple[Ten
     """The network's own forward pass, also returning every layer's input, input current and spikes (time-major)."""
     inputs, currents = [], []
 
-    def recording(synapse):
+    def recording(synapse, batch_first: bool):
         def current_of(x: Tensor) -> Tensor:
+            x = x.transpose(0, 1) if batch_first else x  # the first layer gets [B, T, ...] frames
             inputs.append(x)
             currents.append(synapse(x))
-            return currents[-1]
+            return currents[-1].transpose(0, 1) if batch_first else currents[-1]
 
         return current_of
 
-    output = network(frames, synapse_inputs=[recording(layer.synapse) for layer in network.layers])
+    output = network(frames, synapse_inputs=[recording(layer.synapse, l == 0) for l, layer in enumerate(network.layers)])
     return output.output_membrane, inputs, currents, output.spikes
 
 

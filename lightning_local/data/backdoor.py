@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightning_local.data.base import EventDataModule
+from lightning_local.data.errors import DataArgumentError
 
 TriggerPixel = Union[int, tuple[int, int, int]]
 """A trigger location: a flat frame index, or ``(polarity, y, x)``."""
@@ -194,6 +195,11 @@ class Backdoor(EventDataModule):
         # Files, splits and loaders belong to ``base``; EventDataModule.__init__ (which
         # wants a dataset root) is skipped on purpose, only Lightning's is run.
         pl.LightningDataModule.__init__(self)
+        if getattr(base, "sparse_input", False):  # the trigger is stamped on dense frames only
+            raise DataArgumentError(
+                "invalid data arguments: --data.base.sparse_input must be false with the Backdoor wrapper "
+                "(poisoned samples are dense frames), got True."
+            )
         self.seed = seed
         if not 0.0 <= poison_rate <= 1.0:
             raise ValueError(f"poison_rate must be in [0, 1] (got {poison_rate}).")

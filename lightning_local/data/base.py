@@ -4,6 +4,8 @@ Batch contract: every DataModule yields ``(frames, labels)`` with
 ``frames: torch.float32 [B, T, num_inputs]`` -- per time bin, the flattened
 polarity x height x width grid of event counts clipped at 1, so values are in
 {0, 1} (see :mod:`lightning_local.data.frames`) -- and ``labels: torch.int64 [B]``.
+Only the training loader of a running ``fit`` may hold other forms of the same frames, when
+asked for: bit-packed (``unpack_on_device``) or sparse (``sparse_input``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tqdm.auto import tqdm
 from lightning_local.data.download import download_with_tonic
 from lightning_local.data.errors import DatasetNotFoundError, EventDataError, check_data_arguments, not_found_message
 from lightning_local.data.events import check_time_span
-from lightning_local.data.frame_cache import FrameCache, PackedFrames, unpack_bits
+from lightning_local.data.frame_cache import FrameCache, PackedFrames, SparseBatch, SparseSamples, unpack_bits
 from lightning_local.data.frames import LAYOUTS, EventsToFrames
 from lightning_local.data.interface import SpikingDataModule
 from lightning_local.data.splits import stratified_split
@@ -168,6 +170,12 @@ class EventDataModule(SpikingDataModule):
             this module yields bit-packed ``uint8 [B, T, ceil(num_inputs/8)]`` frames, unpacked
             by ``on_after_batch_transfer`` on the training device (32x less to copy than
             float32). Every other loader and the datasets give unpacked frames.
+        sparse_input: With ``frame_cache`` and the ``flat`` layout, the training loader of a
+            running ``fit`` of this module yields
+            :class:`~lightning_local.sparse_frames.SparseFrames` (the ones of the frames as
+            CSR indices; for fully connected networks on a CPU, whose first layer then skips
+            the zeros), built from an index of every recording's ones that ``setup`` derives
+            once from the cache. Every other loader and the datasets give dense frames.
         layout: ``flat`` (frames ``[T, P*H*W]``, for fully connected networks) or ``image``
             (``[T, P, H, W]``, for convolutional ones; the CLI picks it for ``--model.synapse conv``).
 
@@ -208,8 +216,16 @@ class EventDataModule(SpikingDataModule):
         cache_dir: str | None = None,
         unpack_on_device: bool = False,
         layout: str = "flat",
+        sparse_input: bool = False,
     ) -> None:
         super().__init__()
+        sparse_conflict = next((why for conflict, why in (
+            (not frame_cache, "false when --data.frame_cache is false (sparse batches are read from the frame cache)"),
+            (unpack_on_device, "false with --data.unpack_on_device true (training batches are sparse or packed: "
+                               "choose one)"),
+            (layout != "flat", f"false with --data.layout {layout} (sparse input feeds fully connected networks; "
+                               "convolutional networks take image frames)"),
+        ) if conflict), "")
         check_data_arguments({
             "n_time_bins": (n_time_bins, n_time_bins >= 1, ">= 1"),
             "downsample": (downsample, downsample >= 1, ">= 1"),
@@ -222,6 +238,7 @@ class EventDataModule(SpikingDataModule):
                 unpack_on_device, frame_cache or not unpack_on_device, "false when --data.frame_cache is false"
             ),
             "layout": (layout, layout in LAYOUTS, f"one of {', '.join(LAYOUTS)}"),
+            "sparse_input": (sparse_input, not (sparse_input and sparse_conflict), sparse_conflict),
         })
         self.root = root
         self.download = download
@@ -240,6 +257,7 @@ class EventDataModule(SpikingDataModule):
         if unpack_on_device:  # an instance hook, so Lightning sees it overridden only when asked for
             self.on_after_batch_transfer = self._unpack_after_transfer
         self.layout = layout
+        self.sparse_input = sparse_input
         self.to_frames = EventsToFrames(tuple(self.sensor_size), n_time_bins, downsample, layout)
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
@@ -352,20 +370,31 @@ class EventDataModule(SpikingDataModule):
         except OSError as err:  # an unwritable or full cache folder costs speed, not the run
             log.warning("No frame cache (%s); event files are read and framed at every access.", err)
             return None, None
+        if getattr(self, "sparse_input", False):
+            try:  # now, not in the training loop (or in every loader worker)
+                cache.build_ones_index()
+            except OSError as err:
+                log.warning("No index of the frames' ones (%s); training batches are dense frames.", err)
         return cache, {r.path: row for row, r in enumerate(records)}
 
     def train_dataloader(self):
-        """The shuffled training loader; bit-packed frames while a Trainer fits this module with ``unpack_on_device``.
+        """The shuffled training loader; while a Trainer fits this module, bit-packed frames with
+        ``unpack_on_device`` or :class:`~lightning_local.sparse_frames.SparseFrames` with ``sparse_input``.
 
-        Only the training loop's own loader packs (validation, test and the analyses, which
-        iterate the trainer's evaluation loaders themselves, keep unpacked frames); Lightning's
-        ``on_after_batch_transfer`` (:meth:`_unpack_after_transfer`) unpacks them on the device.
+        Only the training loop's own loader packs or goes sparse (validation, test and the
+        analyses, which iterate the trainer's evaluation loaders themselves, keep dense frames);
+        Lightning's ``on_after_batch_transfer`` (:meth:`_unpack_after_transfer`) unpacks packed
+        batches on the device.
         """
         trainer, dataset = self.trainer, self.train_dataset
-        if (getattr(self, "unpack_on_device", False) and isinstance(dataset, EventFrameDataset)
-                and dataset.cache is not None and trainer is not None and trainer.datamodule is self
+        if (isinstance(dataset, EventFrameDataset) and dataset.cache is not None and trainer is not None
+                and trainer.datamodule is self
                 and trainer.state.fn == TrainerFn.FITTING and trainer.state.status == TrainerStatus.RUNNING):
-            return self._loader(PackedFrames(dataset.cache, dataset.rows, dataset.labels), shuffle=True)
+            if getattr(self, "unpack_on_device", False):
+                return self._loader(PackedFrames(dataset.cache, dataset.rows, dataset.labels), shuffle=True)
+            if getattr(self, "sparse_input", False) and dataset.cache.has_ones_index:
+                return self._loader(SparseSamples(dataset.cache, dataset.rows, dataset.labels), shuffle=True,
+                                    collate_fn=SparseBatch(self.n_time_bins, self.num_inputs))
         return super().train_dataloader()
 
     def _unpack_after_transfer(self, batch, dataloader_idx: int):

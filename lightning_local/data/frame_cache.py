@@ -19,6 +19,12 @@ leaves no partial cache behind.
 Unpacking: :func:`unpack_numpy` on the CPU, or :func:`unpack_bits` -- one vectorised
 torch op on whatever device the packed tensor is on, e.g. after a packed batch has
 been moved to the GPU (8x less to transfer than bytes, 32x less than float32).
+
+Sparse batches (:class:`~lightning_local.sparse_frames.SparseFrames`, for CPU training)
+need each recording's ones as sorted flat indices ``t * F + f``. Finding them per batch
+costs more than the training step saves, so :meth:`FrameCache.build_ones_index` derives
+them once from the packed file into ``<same name>.ones.npy`` next to it: invalid exactly
+when the packed file is, deleted with it, written atomically, memory-mapped on read.
 """
 
 from __future__ import annotations
@@ -28,17 +34,19 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from lightning_local.data.validation import cache_root
 from lightning_local.files import atomic_write
+from lightning_local.sparse_frames import SparseFrames
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +56,17 @@ FORMAT_VERSION = 1
 PROGRESS_MIN_FILES = 1000
 """A build shows a progress bar (on a terminal) from this many recordings."""
 
+ONES_SUFFIX = ".ones.npy"
+"""The ones index of the cache file ``<stem>.npy`` is ``<stem>.ones.npy``."""
+
+CHUNK_BYTES = 2**22
+"""Packed bytes a build of the ones index holds in memory at once (plus a few times that in temporaries)."""
+
 _SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)
 """Bit ``k`` of a byte (from the top) is ``(byte >> (7 - k)) & 1``: numpy's big bit order."""
+
+_POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1).astype(np.uint8)
+"""Number of set bits of every byte value (``np.bitwise_count`` needs numpy 2)."""
 
 
 def default_cache_dir() -> Path:
@@ -92,6 +109,48 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_") or "dataset"
 
 
+def _write_npy(path: Path, dtype: np.dtype, shape: tuple[int, ...], chunks: Iterable[np.ndarray], what: str) -> None:
+    """Write ``chunks`` one after another as the ``.npy`` array ``shape`` of ``dtype``, atomically.
+
+    Checks the free space first (``OSError``) and the number of values written (``ValueError``);
+    nothing is left at ``path`` after a failure.
+    """
+    dtype = np.dtype(dtype)
+    total = int(np.prod(shape))
+    needed = total * dtype.itemsize + 4096
+    path.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        raise OSError(f"{path.parent} has {free / 1e9:.2f} GB free, the {what} needs {needed / 1e9:.2f} GB")
+
+    def write(handle) -> None:
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(handle, header)
+        written = 0
+        for chunk in chunks:
+            chunk = np.ascontiguousarray(chunk, dtype=dtype)
+            handle.write(chunk.tobytes())
+            written += chunk.size
+        if written != total:
+            raise ValueError(f"the {what} got {written} values, expected {total}")
+
+    atomic_write(path, write, binary=True)
+
+
+def _ones_of_packed(block: np.ndarray, num_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(row, flat index t*F + f)`` of every one of packed rows ``uint8 [n, T, ceil(F/8)]``, sorted by both.
+
+    Only the non-zero bytes are unpacked (frames are mostly zeros): 3x faster than
+    ``np.nonzero`` of the unpacked frames.
+    """
+    rows, steps, row_bytes = block.shape
+    flat_bytes = block.reshape(rows, steps * row_bytes)
+    row, byte = np.nonzero(flat_bytes)
+    which, bit = np.nonzero(np.unpackbits(flat_bytes[row, byte][:, None], axis=1))  # row-major: order kept
+    step, byte_in_step = np.divmod(byte[which], row_bytes)
+    return row[which], step * num_features + byte_in_step * 8 + bit
+
+
 class _PackedRecordings(Dataset):
     """Item ``i``: the packed frames of recording ``i``, framed by ``flat_frames(i)`` (run in loader workers)."""
 
@@ -115,6 +174,8 @@ class FrameCache:
 
     Build or find one with :meth:`open`. Pickling (for DataLoader workers) sends only the
     path; each process maps the file itself, so all of them share the page cache.
+    :meth:`sample_indices` reads each recording's ones from the index next to the file
+    (:meth:`build_ones_index`).
 
     Args:
         path: The ``.npy`` file holding ``uint8 [N, T, ceil(F/8)]``.
@@ -129,6 +190,17 @@ class FrameCache:
         self.path = Path(path)
         self.num_features = num_features
         self._array: Optional[np.ndarray] = None
+        self._ones: Optional[tuple[np.ndarray, np.ndarray]] = None
+
+    @property
+    def lock_path(self) -> Path:
+        """``<name>-<group>-build.lock``: held while a process builds this group's cache or ones index."""
+        return self.path.with_name(f"{self.path.name.rsplit('-', 1)[0]}-build.lock")
+
+    @property
+    def ones_path(self) -> Path:
+        """The ones index of this cache: ``<stem>.ones.npy`` next to :attr:`path`."""
+        return self.path.with_suffix(ONES_SUFFIX)
 
     @property
     def array(self) -> np.ndarray:
@@ -138,7 +210,7 @@ class FrameCache:
         return self._array
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_array": None}  # never pickle the mapped data itself
+        return {**self.__dict__, "_array": None, "_ones": None}  # never pickle the mapped data itself
 
     def __len__(self) -> int:
         return len(self.array)
@@ -150,6 +222,89 @@ class FrameCache:
     def frames(self, rows: Union[int, Sequence[int]]) -> torch.Tensor:
         """Unpacked float32 frames ``[T, F]`` of one row, or ``[n, T, F]`` of several."""
         return torch.from_numpy(unpack_numpy(self.packed(rows), self.num_features).astype(np.float32))
+
+    def sample_indices(self, rows: Sequence[int]) -> list[np.ndarray]:
+        """Each row's ones as sorted flat indices ``t * F + f`` into its ``[T, F]`` frames (uint32 views of the index).
+
+        Builds the ones index first if there is no valid one (:meth:`build_ones_index`).
+        """
+        if self._ones is None:
+            self.build_ones_index()
+        ones, offsets = self._ones
+        return [ones[offsets[row]:offsets[row + 1]] for row in np.asarray(rows, dtype=np.int64).reshape(-1).tolist()]
+
+    @property
+    def has_ones_index(self) -> bool:
+        """Whether a valid ones index exists (mapped now if it does; never built here)."""
+        if self._ones is None:
+            self._ones = self._open_ones()
+        return self._ones is not None
+
+    def build_ones_index(self) -> None:
+        """Map the ones index :attr:`ones_path`, building it from the packed file first if it is missing or damaged.
+
+        The index is one ``uint32 [N + nnz]`` ``.npy``: the number of ones of each of the
+        ``N`` recordings, then every recording's sorted flat indices ``t * F + f`` in row
+        order. It is derived chunk-wise from the packed file (no event file is read).
+
+        Raises:
+            OSError: The folder has too little free space or cannot be written.
+            ValueError: ``T * F`` does not fit in 32 bits.
+        """
+        if self.has_ones_index:
+            return
+        with FileLock(self.lock_path):  # one builder; the others wait, then map it
+            self._ones = self._open_ones()
+            if self._ones is not None:
+                return
+            log.info("Building the ones index %s", self.ones_path)
+            self._build_ones()
+            self._ones = self._open_ones()
+            if self._ones is None:
+                raise OSError(f"the ones index {self.ones_path} was written but does not read back")
+
+    def _open_ones(self) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        """``(index, offsets [N + 1])`` of a valid ones index on disk, or None (missing, damaged, of other frames)."""
+        count = len(self.array)
+        try:
+            ones = np.asarray(np.load(self.ones_path, mmap_mode="r"))  # a plain ndarray view of the mapping
+        except (OSError, ValueError):  # missing, truncated, or not a .npy
+            return None
+        if ones.dtype != np.uint32 or ones.ndim != 1 or len(ones) < count:
+            return None
+        offsets = np.zeros(count + 1, dtype=np.int64)
+        np.cumsum(ones[:count], out=offsets[1:])
+        offsets += count
+        if offsets[-1] != len(ones):
+            return None
+        # Spot-check a few rows against the packed frames: a mismatch means another file's index.
+        for row in np.unique(np.linspace(0, count - 1, min(count, 8)).astype(np.int64)).tolist():
+            _, expected = _ones_of_packed(self.array[row:row + 1], self.num_features)
+            if not np.array_equal(ones[offsets[row]:offsets[row + 1]], expected):
+                return None
+        return ones, offsets
+
+    def _build_ones(self) -> None:
+        """Write the ones index of the packed file atomically (two chunk-wise passes: counts, then indices)."""
+        count, num_steps, row_bytes = self.array.shape
+        if num_steps * self.num_features >= 2**32:
+            raise ValueError(f"the ones index holds 32-bit indices: T * F = {num_steps * self.num_features} is too large")
+        step = max(1, CHUNK_BYTES // max(1, num_steps * row_bytes))
+        chunks = [slice(start, min(start + step, count)) for start in range(0, count, step)]
+        counts = np.concatenate(
+            [_POPCOUNT[self.array[rows]].reshape(rows.stop - rows.start, -1).sum(axis=1, dtype=np.int64) for rows in chunks]
+            or [np.zeros(0, np.int64)]
+        )
+
+        def indices() -> Iterable[np.ndarray]:
+            yield counts
+            for rows in chunks:
+                row, flat = _ones_of_packed(self.array[rows], self.num_features)
+                if not np.array_equal(np.bincount(row, minlength=rows.stop - rows.start), counts[rows]):
+                    raise ValueError(f"{self.path} changed while its ones index was built")
+                yield flat
+
+        _write_npy(self.ones_path, np.uint32, (count + int(counts.sum()),), indices(), "ones index")
 
     @classmethod
     def open(
@@ -188,47 +343,75 @@ class FrameCache:
         prefix = f"{_slug(name)}-{group}-"
         cache = cls(directory / f"{prefix}{_digest(stamps)}.npy", num_features)
         shape = (len(files), num_steps, -(-num_features // 8))
-        try:
-            if cache.array.shape == shape and cache.array.dtype == np.uint8:
+        if cache._holds(shape):
+            return cache
+        directory.mkdir(parents=True, exist_ok=True)
+        # One builder per files and settings: DDP ranks and parallel benchmark runs wait for it.
+        with FileLock(cache.lock_path):
+            if cache._holds(shape):  # built by another process while this one waited
                 return cache
+            for partial in directory.glob(f".{prefix}*.tmp"):  # left by a killed build of this group
+                partial.unlink(missing_ok=True)
+            cache._build(_PackedRecordings(flat_frames, len(files), frame_shape), shape, name, num_workers)
+            # Older caches of these files and settings, and every ones index: each was derived from a
+            # file that is now replaced or removed.
+            for stale in directory.glob(f"{prefix}*.npy"):
+                if stale != cache.path:
+                    stale.unlink(missing_ok=True)
+        return cache
+
+    def _holds(self, shape: tuple[int, int, int]) -> bool:
+        """Whether :attr:`path` is a complete cache of ``shape`` (mapped if so)."""
+        try:
+            if self.array.shape == shape and self.array.dtype == np.uint8:
+                return True
         except (OSError, ValueError):  # missing, removed meanwhile, or not a cache file
             pass
-        cache._array = None
-        cache._build(_PackedRecordings(flat_frames, len(files), frame_shape), shape, name, num_workers)
-        for stale in directory.glob(f"{prefix}*.npy"):  # the same files and settings, before a change
-            if stale != cache.path:
-                stale.unlink(missing_ok=True)
-        return cache
+        self._array = None
+        return False
 
     def _build(self, recordings: _PackedRecordings, shape: tuple[int, int, int], name: str, num_workers: int) -> None:
         """Frame every recording and write the packed rows atomically to :attr:`path`."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        needed = int(np.prod(shape)) + 4096
-        free = shutil.disk_usage(self.path.parent).free
-        if free < needed:
-            raise OSError(f"{self.path.parent} has {free / 1e9:.2f} GB free, the frame cache needs {needed / 1e9:.2f} GB")
         log.info("Building the frame cache %s (%d recordings)", self.path, shape[0])
         loader = DataLoader(recordings, batch_size=None, num_workers=num_workers)
         progress = tqdm(total=shape[0], desc=f"Caching {name} frames", unit="file", leave=False,
                         disable=None if shape[0] >= PROGRESS_MIN_FILES else True)
 
-        def write(handle) -> None:
-            np.lib.format.write_array_header_1_0(handle, {"descr": "|u1", "fortran_order": False, "shape": shape})
-            rows = 0
+        def rows() -> Iterable[np.ndarray]:
             for row in loader:
-                handle.write(np.ascontiguousarray(row, dtype=np.uint8).tobytes())
-                rows += 1
+                yield row
                 progress.update()
-            if rows != shape[0]:
-                raise ValueError(f"the frame cache got {rows} recordings, expected {shape[0]}")
 
         try:
-            atomic_write(self.path, write, binary=True)
+            _write_npy(self.path, np.uint8, shape, rows(), "frame cache")
         finally:
             progress.close()
 
 
-class PackedFrames(Dataset):
+class _CacheRows(Dataset):
+    """Item ``i``: ``(what :meth:`_read` gives for cache row rows[i], label)``; a batch is one read."""
+
+    def __init__(self, cache: FrameCache, rows: Sequence[int], labels: Sequence[int]) -> None:
+        self.cache = cache
+        self.rows = list(rows)
+        self.labels = list(labels)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _read(self, rows: list[int]) -> Sequence[Any]:
+        """One item per cache row."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Any, int]]:
+        data = self._read([self.rows[i] for i in indices])
+        return [(item, self.labels[i]) for item, i in zip(data, indices)]
+
+
+class PackedFrames(_CacheRows):
     """Item ``i``: ``(uint8 [T, ceil(F/8)] packed frames, label)`` of row ``rows[i]`` of a :class:`FrameCache`.
 
     For loaders whose batches are unpacked later with :func:`unpack_bits` (on the GPU).
@@ -240,17 +423,40 @@ class PackedFrames(Dataset):
         labels: Label of every sample.
     """
 
-    def __init__(self, cache: FrameCache, rows: Sequence[int], labels: Sequence[int]) -> None:
-        self.cache = cache
-        self.rows = list(rows)
-        self.labels = list(labels)
+    def _read(self, rows: list[int]) -> torch.Tensor:
+        return torch.from_numpy(self.cache.packed(rows))
 
-    def __len__(self) -> int:
-        return len(self.rows)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(self.cache.packed(self.rows[index])), self.labels[index]
+class SparseSamples(_CacheRows):
+    """Item ``i``: ``(uint32 sorted flat indices t*F + f of the ones, label)`` of row ``rows[i]`` of a :class:`FrameCache`.
 
-    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
-        batch = torch.from_numpy(self.cache.packed([self.rows[i] for i in indices]))
-        return [(frames, self.labels[i]) for frames, i in zip(batch, indices)]
+    Batch it with :class:`SparseBatch` into :class:`~lightning_local.sparse_frames.SparseFrames`.
+    The indices are views of the memory-mapped ones index (:meth:`FrameCache.sample_indices`).
+
+    Args:
+        cache: The frame cache.
+        rows: Cache row of every sample.
+        labels: Label of every sample.
+    """
+
+    def _read(self, rows: list[int]) -> list[np.ndarray]:
+        return self.cache.sample_indices(rows)
+
+
+class SparseBatch:
+    """Collate ``[(indices, label), ...]`` of :class:`SparseSamples` into ``(SparseFrames [B, T, F], int64 labels [B])``.
+
+    A module-level class, so DataLoader worker processes can unpickle it.
+
+    Args:
+        steps: ``T``.
+        features: ``F``.
+    """
+
+    def __init__(self, steps: int, features: int) -> None:
+        self.steps = steps
+        self.features = features
+
+    def __call__(self, samples: Sequence[tuple[np.ndarray, int]]) -> tuple[SparseFrames, torch.Tensor]:
+        frames = SparseFrames.from_sample_indices([indices for indices, _ in samples], self.steps, self.features)
+        return frames, torch.tensor([label for _, label in samples], dtype=torch.int64)

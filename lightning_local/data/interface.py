@@ -78,8 +78,8 @@ class SpikingDataModule(pl.LightningDataModule):
         """How samples become a batch (``None``: PyTorch's default stacking)."""
         return None
 
-    def _loader(self, dataset: Optional[Dataset], shuffle: bool) -> DataLoader:
-        """A DataLoader over ``dataset`` with this module's batch size and workers.
+    def _loader(self, dataset: Optional[Dataset], shuffle: bool, collate_fn: Optional[Callable] = None) -> DataLoader:
+        """A DataLoader over ``dataset`` with this module's batch size and workers (``collate_fn``: instead of :meth:`collate_fn`'s).
 
         The training order comes from :class:`EpochShuffleSampler`. Evaluation loaders
         under DDP shard the samples without padding (Lightning's own sampler would
@@ -105,7 +105,7 @@ class SpikingDataModule(pl.LightningDataModule):
             # frames a module unpacks on the device (float frames on CPU gain nothing).
             pin_memory=bool(getattr(self, "unpack_on_device", False)) and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
-            collate_fn=self.collate_fn(),
+            collate_fn=collate_fn or self.collate_fn(),
         )
 
     def train_dataloader(self) -> DataLoader:

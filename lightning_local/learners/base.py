@@ -68,6 +68,9 @@ class Learner(nn.Module):
     manual_optimization: ClassVar[bool] = False
     #: Non-empty when the rule trains fully connected networks only: the reason, in one sentence.
     linear_only: ClassVar[str] = ""
+    #: True when :meth:`training_step` takes :class:`~lightning_local.sparse_frames.SparseFrames`
+    #: batches (it passes the frames to the network's forward only); others get them densified.
+    sparse_input: ClassVar[bool] = False
 
     def check_network(self, network: "SpikingNetwork") -> None:
         """Refuse a network this rule cannot train (called before :meth:`attach`)."""

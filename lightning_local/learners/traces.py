@@ -325,6 +325,28 @@ class TaskReadout:
         sim.layers[-1].synapse.weight_gradient(delta, sim.inputs[-1].z2, add_to=output_update)
         return delta
 
+    def block(self, u_out: Tensor, output_update: Tensor, output_trace: "BlockInputTrace", inputs: Tensor,
+              synapse: Synapse) -> Tensor:
+        """Account ``k`` consecutive steps at once: ``u_out`` ``[k, B, C]``; returns ``delta`` ``[k, B, C]``.
+
+        The block form of :meth:`step` (same loss, logits and errors): the output layer's update
+        ``sum_t (delta^t)^T z2^t`` is accumulated by ``output_trace`` from the block's ``inputs``
+        (``[k * B, *in_shape]``, (step, sample) order).
+        """
+        k = u_out.shape[0]
+        if self.per_step:
+            labels = self.labels[:, self.t : self.t + k]
+            self.predictions[:, self.t : self.t + k] = u_out.argmax(dim=-1).t()
+            onehot, mask = self._targets(labels.t().reshape(-1), u_out)
+            self.onehot, self.mask = onehot.view(k, -1, self.classes), mask.view(k, -1, 1)
+        else:
+            self.membrane_sum.add_(u_out.sum(dim=0))
+        self.t += k
+        delta, loss = self._error(u_out)
+        self.loss_sum.add_(loss)
+        output_trace.accumulate(output_update, delta, inputs, synapse)
+        return delta
+
     def error(self, logits: Tensor) -> Tensor:
         """``dE/dlogits`` of a per-step CE with this step's labels, mask and scale (DECOLLE's local losses)."""
         return self._error(logits)[0]

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..neurons import LIFParameters, LIFState, lif_sequence, lif_step
 from ..neurons.backends import check_backend
+from ..sparse_frames import SparseFrames
 from ..synapses import ConvSynapse, LinearSynapse, Synapse
 
 Architecture = Literal["ff", "rec"]
@@ -110,14 +111,22 @@ class LIFLayer(nn.Module):
         """The layer's trainable synapses: ``W``, then ``V`` if the layer is recurrent."""
         return [self.synapse] if self.recurrent is None else [self.synapse, self.recurrent]
 
-    def forward(self, inputs: Tensor, synapse_input: Optional[Callable[[Tensor], Tensor]] = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, inputs: Tensor, synapse_input: Optional[Callable[[Tensor], Tensor]] = None, batch_first: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """Whole sequence: ``inputs`` ``[T, B, *in_shape]`` -> ``(spikes, membrane)`` ``[T, B, *out_shape]``.
 
         ``synapse_input`` replaces the synapse's forward map (same values, other backward:
-        feedback alignment).
+        feedback alignment). ``batch_first``: ``inputs`` are ``[B, T, *in_shape]`` (a network's
+        input frames, dense or :class:`~lightning_local.sparse_frames.SparseFrames`); the outputs
+        stay time-major.
         """
         # One matmul/convolution projects all time steps at once; the scan does the rest.
         currents = self.synapse(inputs) if synapse_input is None else synapse_input(inputs)
+        if batch_first:
+            # Projecting the frames as stored and transposing the currents copies B*T*n values
+            # instead of the B*T*F input values a time-major view of the frames would cost.
+            currents = currents.transpose(0, 1).contiguous()
         return lif_sequence(currents, self.params, self.recurrent, backend=self.backend)
 
     def step(self, inputs: Tensor, state: LIFState) -> LIFState:
@@ -300,16 +309,36 @@ class SpikingNetwork(nn.Module):
     def forward(self, frames: Tensor, synapse_inputs: Optional[Sequence] = None) -> NetworkOutput:
         """Run a batch ``frames`` ``[B, T, *input_shape]`` through all layers.
 
+        ``frames`` may be :class:`~lightning_local.sparse_frames.SparseFrames` when the first
+        synapse is dense (the CPU's fast path for binary event frames).
+
         ``synapse_inputs`` (one callable or ``None`` per layer) replaces layers' synapse maps
         (see :meth:`LIFLayer.forward`).
         """
-        x = frames.transpose(0, 1)  # time-major for the scan
+        spikes, membranes = self._run(frames, synapse_inputs, keep_membranes=False)
+        return NetworkOutput(spikes=spikes, output_membrane=membranes[-1])
+
+    def states(self, frames: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Spikes and membranes (before reset) of every layer, each ``[T, B, *out_shape]``, for ``frames`` ``[B, T, ...]``.
+
+        The same pass as :meth:`forward`; for rules that read every layer's membrane (e-prop's
+        pseudo-derivatives), usually under ``torch.no_grad()``.
+        """
+        return self._run(frames, None, keep_membranes=True)
+
+    def _run(self, frames: Tensor, synapse_inputs: Optional[Sequence], keep_membranes: bool) -> tuple[list[Tensor], list[Tensor]]:
+        """Every layer's spikes, and its membrane if ``keep_membranes`` (else only the output layer's)."""
+        if isinstance(frames, SparseFrames) and not isinstance(self.layers[0].synapse, LinearSynapse):
+            raise TypeError("sparse input frames feed a fully connected first layer; give this network dense frames")
+        x = frames
         spikes: list[Tensor] = []
-        membrane = x
+        membranes: list[Tensor] = []
         for l, layer in enumerate(self.layers):
-            x, membrane = layer(x, None if synapse_inputs is None else synapse_inputs[l])
+            x, membrane = layer(x, None if synapse_inputs is None else synapse_inputs[l], batch_first=l == 0)
             spikes.append(x)
-        return NetworkOutput(spikes=spikes, output_membrane=membrane)
+            if keep_membranes or l == len(self.layers) - 1:
+                membranes.append(membrane)
+        return spikes, membranes
 
     def initial_state(self, batch: int, like: Tensor) -> list[LIFState]:
         """Zero state of every layer (for step-by-step simulation)."""

@@ -122,3 +122,28 @@ def test_missing_data_offline_is_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lightning-local: error:")]
     assert "N-MNIST not found" in line and "Train/<digit>/*.bin" in line
+
+
+# One step and no validation: the best-checkpoint callback has no val_acc to monitor yet.
+@pytest.mark.filterwarnings("ignore:`ModelCheckpoint\\(monitor='val_acc'\\)` could not find")
+@pytest.mark.parametrize("learner", ["bptt", "eprop"])
+def test_sparse_training_batches_train_like_dense_ones(learner, nmnist_small, fast_trainer_args, tmp_path):
+    """`--data.sparse_input true` on real recordings gives the dense run's numbers.
+
+    eprop gets the sparse batches densified: the same weights exactly. bptt projects them
+    itself: the first batch's loss agrees to float32 rounding (the gradients are compared in
+    tests/models/test_sparse_input.py; after an Adam step, weights whose gradient is rounding
+    noise around zero move by up to ``lr`` either way, so later weights are not comparable).
+    """
+    def run(name: str, sparse: bool) -> tuple[list[dict[str, str]], dict[str, torch.Tensor]]:
+        args = [arg.replace(str(tmp_path / "runs"), str(tmp_path / name)) for arg in fast_trainer_args]
+        main(["fit", "--learner", learner, *nmnist_args(nmnist_small), *args, "--trainer.max_steps", "1",
+              "--seed_everything", "3", "--test_after_fit", "false", "--data.sparse_input", str(sparse).lower()])
+        (last,) = (tmp_path / name).rglob("last.ckpt")
+        return read_metrics(tmp_path / name), torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+
+    (dense_rows, dense), (sparse_rows, sparse) = run("dense", False), run("sparse", True)
+    assert logged(sparse_rows, "train_loss") == pytest.approx(logged(dense_rows, "train_loss"), rel=1e-6)
+    if learner != "bptt":
+        for key in dense:
+            assert torch.equal(sparse[key], dense[key]), key

@@ -6,17 +6,20 @@ import logging
 import os
 import pickle
 import shutil
+import threading
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from filelock import FileLock
 
 from lightning_local.data import NMNIST, write_nmnist_bin
 from lightning_local.data.errors import DataArgumentError
 from lightning_local.data.events import read_nmnist_bin
 from lightning_local.data.frame_cache import FrameCache, PackedFrames, pack_frames, unpack_bits, unpack_numpy
+from support.cache_folder import cache_folder_files
 
 SPLITS = ("train_dataset", "val_dataset", "test_dataset")
 
@@ -197,14 +200,54 @@ def test_failed_build_leaves_no_file(tmp_path):
     cache_dir = tmp_path / "frames"
     with pytest.raises(OSError, match="disk read failed"):
         FrameCache.open(files, flaky, (4, 20), {"a": 1}, "flaky", cache_dir)
-    assert list(cache_dir.iterdir()) == []  # neither a cache file nor a temporary one
+    assert cache_folder_files(cache_dir) == []  # neither a cache file nor a temporary one
 
     cache = FrameCache.open(files, lambda i: good * (i % 2), (4, 20), {"a": 1}, "flaky", cache_dir)
-    assert [p.name for p in cache_dir.iterdir()] == [cache.path.name]
+    assert cache_folder_files(cache_dir) == [cache.path.name]
     assert torch.equal(cache.frames([1, 2]), torch.stack([good, good * 0]))
     with pytest.raises(ValueError, match="expected"):  # a frame of the wrong shape is refused, nothing written
         FrameCache.open(files, lambda i: torch.ones(4, 21), (4, 20), {"a": 2}, "flaky", cache_dir)
-    assert [p.name for p in cache_dir.iterdir()] == [cache.path.name]
+    assert cache_folder_files(cache_dir) == [cache.path.name]
+
+
+def test_a_second_process_waits_for_the_build_and_reuses_it(tmp_path):
+    """Concurrent opens (DDP ranks, parallel runs) build once: the waiting one maps the finished file."""
+    files = []
+    for i in range(3):
+        files.append(str(tmp_path / f"{i}.bin"))
+        Path(files[-1]).write_bytes(b"x")
+    cache_dir = tmp_path / "frames"
+    framed = []
+
+    def counting(index: int) -> torch.Tensor:
+        framed.append(index)
+        return torch.ones(2, 9)
+
+    builder = FrameCache.open(files, counting, (2, 9), {"a": 1}, "locked", cache_dir)
+    assert len(framed) == 3
+    (lock_path,) = cache_dir.glob("*.lock")
+    builder.path.rename(builder.path.with_suffix(".kept"))  # as if no cache existed yet
+    # A killed build of the same group left a temporary file behind.
+    partial = cache_dir / f".{builder.path.name}.abc.tmp"
+    partial.write_bytes(b"partial")
+    lock = FileLock(lock_path)
+    lock.acquire()  # another process is building
+    opened = []
+    waiter = threading.Thread(target=lambda: opened.append(
+        FrameCache.open(files, counting, (2, 9), {"a": 1}, "locked", cache_dir)))
+    waiter.start()
+    waiter.join(timeout=0.5)
+    assert waiter.is_alive() and not opened  # it waits instead of building alongside
+    builder.path.with_suffix(".kept").rename(builder.path)  # the other process finishes its build
+    lock.release()
+    waiter.join(timeout=30)
+    assert opened and opened[0].path == builder.path
+    assert len(framed) == 3  # the waiting open framed nothing
+    assert partial.exists()  # the finished cache was used: no build ran, so nothing was cleaned
+
+    builder.path.unlink()  # now a real rebuild: it removes the killed build's temporary file
+    FrameCache.open(files, counting, (2, 9), {"a": 1}, "locked", cache_dir)
+    assert len(framed) == 6 and not partial.exists()
 
 
 def test_pickled_cache_damaged_file_and_workers(nmnist_layout, tmp_path):

@@ -1,4 +1,4 @@
-"""e-prop against an autograd reference with e-prop's stop-gradients; memory flat in T."""
+"""e-prop (both schedules) against an autograd reference with e-prop's stop-gradients; memory flat in T."""
 
 import pytest
 import torch
@@ -16,11 +16,12 @@ def eprop_updates(module, frames, labels):
     return {id(p): d for p, d in updates}
 
 
+@pytest.mark.parametrize("schedule", ["step", "sequence"])
 @pytest.mark.parametrize("feedback", ["symmetric", "chained"])
 @pytest.mark.parametrize("architecture", ["ff", "rec"])
-def test_eprop_equals_autograd_with_stop_gradients(architecture, feedback):
-    module = make_module(EProp(feedback=feedback), architecture)
-    frames, labels = make_batch()
+def test_eprop_equals_autograd_with_stop_gradients(architecture, feedback, schedule):
+    module = make_module(EProp(feedback=feedback, schedule=schedule), architecture)
+    frames, labels = make_batch(steps=70)  # three trace blocks: the carries between blocks count
     assert_all_layers_fire(module, frames)
     updates = eprop_updates(module, frames, labels)
     assert len(updates) == len(parameters(module)) == (3 if architecture == "ff" else 5)
@@ -151,3 +152,12 @@ def test_eprop_is_exact_over_several_first_layer_blocks(architecture, feedback):
         for a, b in zip(ours, reference):
             assert b.abs().max() > 1e-6
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-10)
+
+
+def test_auto_schedule_is_sequence_on_gpus_only():
+    learner = EProp()
+    assert learner.resolved_schedule(torch.device("cpu")) == "step"
+    assert learner.resolved_schedule(torch.device("cuda")) == "sequence"
+    assert EProp(schedule="sequence").resolved_schedule(torch.device("cpu")) == "sequence"
+    with pytest.raises(ValueError, match="Unknown e-prop schedule"):
+        EProp(schedule="fast")

@@ -68,12 +68,13 @@ def autograd_grads(module, frames, labels):
     return step, {id(p): p.grad.clone() for p in parameters(module)}
 
 
+@pytest.mark.parametrize("schedule", ["step", "sequence"])
 @pytest.mark.parametrize("real", [False, True], ids=["spikes", "currents"])
 @pytest.mark.parametrize("feedback", ["symmetric", "chained", "random"])
 @pytest.mark.parametrize("architecture", ["ff", "rec"])
-def test_eprop_masked_frame_labels_equal_autograd(architecture, feedback, real):
-    module = make_module(EProp(feedback=feedback), architecture)
-    frames, labels = frame_batch(real=real)
+def test_eprop_masked_frame_labels_equal_autograd(architecture, feedback, real, schedule):
+    module = make_module(EProp(feedback=feedback, schedule=schedule), architecture)
+    frames, labels = frame_batch(real=real, steps=70)  # three trace blocks
     assert_all_layers_fire(module, frames)
     loss, predictions, updates = module.learner.compute_updates(module.network, frames, labels)
     ours = by_id(updates)
