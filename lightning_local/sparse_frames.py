@@ -183,7 +183,10 @@ class _SparseProjection(torch.autograd.Function):
         # Saved as tensors, so memory accounting of what backward keeps sees the X^T indices.
         ctx.save_for_backward(frames.column_pointers, frames.column_rows)
         ctx.frames = frames
-        return frames.rows(weight.dtype) @ weight.t()
+        # In the weight's own dtype even under autocast: the sparse kernels have no bfloat16 (and
+        # a sum of weights loses nothing in float32).
+        with torch.autocast(weight.device.type, enabled=False):
+            return frames.rows(weight.dtype) @ weight.t()
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Optional[Tensor], None]:  # type: ignore[override]
@@ -192,4 +195,5 @@ class _SparseProjection(torch.autograd.Function):
         pointers, rows = ctx.saved_tensors
         frames: SparseFrames = ctx.frames
         x_t = _csr(pointers, rows, frames._ones(grad.dtype), (frames.features, frames.batch * frames.steps))
-        return (x_t @ grad.contiguous()).t(), None
+        with torch.autocast(grad.device.type, enabled=False):
+            return (x_t @ grad.contiguous()).t(), None

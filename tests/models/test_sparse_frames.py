@@ -86,7 +86,19 @@ def test_projection_and_weight_gradient_equal_autograd():
     torch.testing.assert_close(weight.grad, reference.grad, rtol=0, atol=1e-12)
 
 
-def test_moving_and_pinning_keep_the_frames():
+def test_projection_under_bfloat16_autocast_runs_in_float32():
+    """The CSR kernels have no bfloat16: under autocast the projection keeps the weight's float32."""
+    frames = binary_frames(dtype=torch.float32)
+    weight = torch.randn(5, frames.shape[2], requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = SparseFrames.from_dense(frames).project(weight)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, frames @ weight.detach().t(), rtol=1e-6, atol=1e-6)
+    out.sum().backward()
+    torch.testing.assert_close(weight.grad, frames.reshape(-1, frames.shape[2]).sum(0).expand_as(weight))
+
+
+def test_moving_keeps_the_frames():
     sparse = SparseFrames.from_dense(binary_frames())
     moved = sparse.to("cpu")
     assert torch.equal(moved.to_dense(), sparse.to_dense())
