@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,3 +53,14 @@ def nmnist_layout(tmp_path: Path, make_events) -> Callable[..., Path]:
         return root
 
     return write
+
+
+@pytest.fixture
+def real_subset(nmnist_small, tmp_path) -> Path:
+    """40 real N-MNIST recordings (4 per digit) copied into a writable layout."""
+    root = tmp_path / "real"
+    for digit in range(10):
+        (root / "Train" / str(digit)).mkdir(parents=True)
+        for file in sorted((nmnist_small / "Train" / str(digit)).glob("*.bin"))[:4]:
+            shutil.copy2(file, root / "Train" / str(digit) / file.name)
+    return root

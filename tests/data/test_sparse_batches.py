@@ -37,17 +37,6 @@ def _assert_index_is_flatnonzero(cache: FrameCache, dense_rows) -> None:
         assert np.array_equal(indices, np.flatnonzero(np.asarray(dense_rows(row))))
 
 
-@pytest.fixture
-def real_subset(nmnist_small, tmp_path) -> Path:
-    """40 real N-MNIST recordings (4 per digit) copied into a writable layout."""
-    root = tmp_path / "real"
-    for digit in range(10):
-        (root / "Train" / str(digit)).mkdir(parents=True)
-        for file in sorted((nmnist_small / "Train" / str(digit)).glob("*.bin"))[:4]:
-            shutil.copy2(file, root / "Train" / str(digit) / file.name)
-    return root
-
-
 def test_real_recordings_index_equals_the_files_ones(real_subset, tmp_path):
     cache_dir = tmp_path / "frames"
     dm = _setup(real_subset, n_time_bins=100, cache_dir=str(cache_dir), sparse_input=True)
