@@ -39,8 +39,8 @@ timeout 300 python benchmarks/gpu_step.py --device cuda --repeats 10 --json "$OU
 log "benchmark exit code $?"
 cat "$OUT/gpu_step.txt" | grep -v Warning | tee -a "$OUT/summary.txt"
 
-log "e-prop vs BPTT step (target: e-prop <= 2x BPTT): both e-prop schedules, N-MNIST FF, B=128, T=100"
-timeout 150 python benchmarks/memory_vs_T.py --device cuda --batch 128 --steps 100 --learners bptt eprop_sequence eprop decolle \
+log "e-prop vs BPTT step (target: e-prop <= 2x BPTT): both e-prop schedules (block, step), N-MNIST FF, B=128, T=100"
+timeout 150 python benchmarks/memory_vs_T.py --device cuda --batch 128 --steps 100 --learners bptt eprop eprop_step decolle \
     --repeats 10 --json "$OUT/eprop_step.json" > "$OUT/eprop_step.txt" 2>&1
 log "e-prop benchmark exit code $?"
 grep -v Warning "$OUT/eprop_step.txt" | tee -a "$OUT/summary.txt"

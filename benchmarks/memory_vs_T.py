@@ -38,10 +38,10 @@ from lightning_local.files import atomic_write  # noqa: E402
 from lightning_local.learners.traces import BLOCK_STEPS, BlockInputTrace, OnlineSimulation  # noqa: E402
 from lightning_local.module import SpikingClassifier  # noqa: E402
 
-#: Contender -> learner spec (``eprop`` runs its default schedule: ``step`` on CPU, ``sequence`` on CUDA).
+#: Contender -> learner spec (``eprop``: its default ``block`` schedule; ``eprop_step``: the step-by-step one).
 LEARNERS = {
     "bptt": "bptt", "fa": "fa", "eprop": "eprop", "decolle": "decolle",
-    "eprop_sequence": {"class_path": "lightning_local.plugins.eprop.EProp", "init_args": {"schedule": "sequence"}},
+    "eprop_step": {"class_path": "lightning_local.plugins.eprop.EProp", "init_args": {"schedule": "step"}},
 }
 TRACE_RULES = ("eprop", "decolle")
 
@@ -67,8 +67,9 @@ def carried_state_bytes(module: SpikingClassifier, frames: torch.Tensor) -> int:
 
     ``step`` schedule: neuron state, presynaptic traces and the first layer's block (copied
     input, currents and errors of ``BLOCK_STEPS`` steps) from :meth:`OnlineSimulation.state_nbytes`.
-    ``sequence`` schedule (e-prop): every layer's spikes and membranes over all T (and the shifted
-    spikes a recurrent layer's trace reads), each layer's block traces and one input block per layer.
+    ``block`` schedule (e-prop): per layer the carried neuron state, one block of spikes and
+    membranes (and of shifted spikes for a recurrent layer's trace) and the block traces, plus
+    the copied input block.
     """
     learner = module.learner
     if learner.name not in TRACE_RULES:
@@ -76,16 +77,15 @@ def carried_state_bytes(module: SpikingClassifier, frames: torch.Tensor) -> int:
     accumulators = sum(p.numel() * p.element_size() for p in module.network.parameters())
     batch, steps = frames.shape[:2]
     block = min(BLOCK_STEPS, steps)
-    if learner.name != "eprop" or learner.resolved_schedule(frames.device) == "step":
+    if learner.name != "eprop" or learner.schedule == "step":
         return OnlineSimulation(module.network, batch, frames, block=block).state_nbytes() + accumulators
     size = frames.element_size()
-    total = accumulators
+    total = accumulators + block * batch * module.network.layers[0].in_features * size
     for layer in module.network.layers:
         neurons, inputs = layer.out_features, layer.in_features
         recurrent = layer.recurrent is not None
-        total += steps * batch * neurons * size * (3 if recurrent else 2)
-        trace = BlockInputTrace(batch, inputs, frames, layer.params.alpha, layer.params.beta, block)
-        total += trace.nbytes() + block * batch * inputs * size
+        total += 3 * batch * neurons * size + block * batch * neurons * size * (3 if recurrent else 2)
+        total += BlockInputTrace(batch, inputs, frames, layer.params.alpha, layer.params.beta, block).nbytes()
         if recurrent:
             total += BlockInputTrace(batch, neurons, frames, layer.params.alpha, layer.params.beta, block).nbytes()
     return total
@@ -147,7 +147,7 @@ def print_table(rows: list[dict], learners: list[str], steps: list[int]) -> None
         cells = "".join(f"{cell[(name, t)]['memory_mb']:9.2f}/{cell[(name, t)]['step_ms']:7.1f} " for t in steps)
         growth = cell[(name, steps[-1])]["memory_mb"] / cell[(name, steps[0])]["memory_mb"]
         print(f"{name:8s} {cells}   x{growth:.2f}")
-    for eprop in ("eprop", "eprop_sequence"):
+    for eprop in ("eprop", "eprop_step"):
         if "bptt" in learners and eprop in learners and 100 in steps:
             ratio = cell[(eprop, 100)]["step_ms"] / cell[("bptt", 100)]["step_ms"]
             print(f"{eprop} / BPTT step time at T=100: x{ratio:.2f}")

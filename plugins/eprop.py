@@ -11,6 +11,7 @@ from lightning_local.learners import Learner, LearnerStep, update_objective
 from lightning_local.learners.traces import (
     BLOCK_STEPS, BlockInputTrace, OnlineSimulation, TaskReadout, blocks, fixed_uniform, single_thread,
 )
+from lightning_local.neurons import lif_sequence_from
 
 if TYPE_CHECKING:  # pragma: no cover
     from lightning_local.models import SpikingNetwork
@@ -18,8 +19,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Feedback = Literal["symmetric", "random", "chained"]
 FEEDBACK_MODES = ("symmetric", "random", "chained")
-Schedule = Literal["auto", "step", "sequence"]
-SCHEDULES = ("auto", "step", "sequence")
+Schedule = Literal["block", "step"]
+SCHEDULES = ("block", "step")
 
 
 class EProp(Learner):
@@ -41,7 +42,8 @@ class EProp(Learner):
 
     **Update.** ``Delta W = sum_t (L^t * psi^t)^T z2^t`` (summed over the batch by
     the matmul), accumulated at every step as one matmul per weight matrix.
-    With ``schedule="step"`` the batch is simulated step by step under ``no_grad``; nothing of length T
+    With ``schedule="step"`` the batch is simulated step by step under ``no_grad`` (the
+    default ``"block"`` schedule computes the same in blocks of steps, see below); nothing of length T
     is stored (state and traces are ``O(batch x neurons)``), so memory is flat in
     T. The first layer, whose presynaptic population (the input) is by far the
     largest, is handled in blocks of ``BLOCK_STEPS`` (32) steps by
@@ -109,19 +111,18 @@ class EProp(Learner):
         feedback: ``"symmetric"`` (direct, product of forward weights), ``"random"`` (direct,
             fixed random ``B_l``) or ``"chained"`` (same-step path through the layers above).
         seed: seed of the random feedback matrices (used only with ``"random"``).
-        schedule: how the batch is simulated; both give the same updates (tested to rounding).
-            ``"step"``: one time step at a time, as above (memory flat in T).
-            ``"sequence"``: the network's own scan over all T first (on a GPU the Triton kernels,
-            one launch per layer: no Python work per step), then every layer's update block by
-            block with :class:`~lightning_local.learners.traces.BlockInputTrace`; keeps the
-            neuron states of the sequence (O(T x batch x neurons), no autograd graph).
-            ``"auto"``: ``"sequence"`` on CUDA, ``"step"`` elsewhere.
+        schedule: how the batch is simulated; both give the same updates (tested to rounding) and
+            keep memory flat in T. ``"block"`` (default): every layer's own scan over blocks of
+            ``BLOCK_STEPS`` steps, from the state carried over from the previous block (on a GPU
+            the Triton kernels: one launch per layer and block, no Python work per step), then
+            every layer's update of the block in one exact accumulation. ``"step"``: the
+            simulation above, one time step at a time.
     """
 
     name = "eprop"
     linear_only = "the paper limits e-prop to linear layers; train a convolutional network with bptt, decolle or fa."
 
-    def __init__(self, feedback: Feedback = "symmetric", seed: int = 0, schedule: Schedule = "auto") -> None:
+    def __init__(self, feedback: Feedback = "symmetric", seed: int = 0, schedule: Schedule = "block") -> None:
         super().__init__()
         if feedback not in FEEDBACK_MODES:
             raise ValueError(f"Unknown e-prop feedback {feedback!r}: use one of {', '.join(FEEDBACK_MODES)}.")
@@ -157,12 +158,6 @@ class EProp(Learner):
             g.insert(0, network.layers[l].synapse.backward(g[0]))  # g_{l-1} = g_l W_l
         return g
 
-    def resolved_schedule(self, device: torch.device) -> str:
-        """The schedule used on ``device``: ``auto`` is ``sequence`` on GPUs and ``step`` elsewhere."""
-        if self.schedule != "auto":
-            return self.schedule
-        return "sequence" if device.type == "cuda" else "step"
-
     def hidden_errors(self, layers, delta: Tensor, membranes: list[Tensor], direct: Optional[list[Tensor]]):
         """``(l, g_l = L_l * psi_l)`` for the hidden layers, top down, from the output error ``delta``.
 
@@ -183,8 +178,8 @@ class EProp(Learner):
         d_w = [torch.zeros_like(layer.synapse.weight) for layer in layers]
         d_v = [torch.zeros_like(layer.recurrent.weight) if layer.recurrent is not None else None for layer in layers]
         direct = self.direct_feedback(network)  # fixed for the batch: the weights change only after it
-        if self.resolved_schedule(frames.device) == "sequence":
-            self._sequence_updates(network, frames, readout, d_w, d_v, direct)
+        if self.schedule == "block":
+            self._block_updates(network, frames, readout, d_w, d_v, direct)
         else:
             self._step_updates(network, frames, readout, d_w, d_v, direct)
         updates = [(layer.synapse.weight, d) for layer, d in zip(layers, d_w)]
@@ -212,35 +207,43 @@ class EProp(Learner):
                             layers[l].recurrent.weight_gradient(error, sim.recurrent[l].z2, add_to=d_v[l])
             sim.end_block(d_w[0])
 
-    def _sequence_updates(self, network, frames, readout, d_w, d_v, direct) -> None:
-        """The ``sequence`` schedule: the network's own scan over all T, then the updates block by block.
+    def _block_updates(self, network, frames, readout, d_w, d_v, direct) -> None:
+        """The ``block`` schedule: every layer's own scan over blocks of :data:`BLOCK_STEPS` steps.
 
-        Every presynaptic trace is advanced a block at a time (:class:`BlockInputTrace`), so the
-        Python work is per block and layer, never per step; the neuron states of the whole
-        sequence are kept (O(T x batch x neurons), no autograd graph).
+        Each layer's whole block is one projection and one scan from the state carried over
+        from the previous block (:func:`~lightning_local.neurons.lif_sequence_from`; on a GPU the
+        Triton kernels), and each update one exact block accumulation
+        (:class:`BlockInputTrace`): Python work per block and layer, never per step, and memory
+        of one block, as with ``step``.
         """
         batch, steps = frames.shape[:2]
         layers = list(network.layers)
-        spikes, membranes = network.states(frames)
-        like = membranes[-1]
-        traces = [BlockInputTrace(batch, layer.in_shape, like, layer.params.alpha, layer.params.beta, BLOCK_STEPS)
+        states = network.initial_state(batch, frames)
+        traces = [BlockInputTrace(batch, layer.in_shape, frames, layer.params.alpha, layer.params.beta, BLOCK_STEPS)
                   for layer in layers]
-        own = [BlockInputTrace(batch, layer.out_shape, like, layer.params.alpha, layer.params.beta, BLOCK_STEPS)
+        own = [BlockInputTrace(batch, layer.out_shape, frames, layer.params.alpha, layer.params.beta, BLOCK_STEPS)
                if layer.recurrent is not None else None for layer in layers]
-        # V's presynaptic input at step t is the layer's own s^{t-1} (zero at t = 0).
-        previous = [torch.cat([s[:1].mul(0), s[:-1]]) if own[l] is not None else None for l, s in enumerate(spikes)]
 
         def rows(x: Tensor) -> Tensor:  # [k, B, *shape] -> [k * B, *shape], (step, sample) order
             return x.reshape(-1, *x.shape[2:])
 
         for start, stop in blocks(steps, BLOCK_STEPS):
-            inputs = [rows(frames[:, start:stop].transpose(0, 1))] + [rows(s[start:stop]) for s in spikes[:-1]]
-            window = [m[start:stop] for m in membranes]
-            delta = readout.block(window[-1], d_w[-1], traces[-1], inputs[-1], layers[-1].synapse)
-            for l, error in self.hidden_errors(layers, delta, window, direct):
+            x = frames[:, start:stop].transpose(0, 1).contiguous()  # one copy of the block, time-major
+            inputs, membranes, previous = [], [], []
+            for l, layer in enumerate(layers):
+                inputs.append(rows(x))
+                before = states[l].spk  # V's presynaptic input at the block's first step: s^{start-1}
+                spikes, mems, states[l] = lif_sequence_from(
+                    layer.synapse.transmit(x), states[l], layer.params, layer.recurrent, backend=layer.backend
+                )
+                previous.append(rows(torch.cat([before.unsqueeze(0).to(spikes.dtype), spikes[:-1]])) if own[l] else None)
+                membranes.append(mems)
+                x = spikes
+            delta = readout.block(membranes[-1], d_w[-1], traces[-1], inputs[-1], layers[-1].synapse)
+            for l, error in self.hidden_errors(layers, delta, membranes, direct):
                 traces[l].accumulate(d_w[l], error, inputs[l], layers[l].synapse)
                 if own[l] is not None:
-                    own[l].accumulate(d_v[l], error, rows(previous[l][start:stop]), layers[l].recurrent)
+                    own[l].accumulate(d_v[l], error, previous[l], layers[l].recurrent)
 
     def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
         loss, logits, updates = self.compute_updates(module.network, frames, labels)

@@ -315,30 +315,15 @@ class SpikingNetwork(nn.Module):
         ``synapse_inputs`` (one callable or ``None`` per layer) replaces layers' synapse maps
         (see :meth:`LIFLayer.forward`).
         """
-        spikes, membranes = self._run(frames, synapse_inputs, keep_membranes=False)
-        return NetworkOutput(spikes=spikes, output_membrane=membranes[-1])
-
-    def states(self, frames: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """Spikes and membranes (before reset) of every layer, each ``[T, B, *out_shape]``, for ``frames`` ``[B, T, ...]``.
-
-        The same pass as :meth:`forward`; for rules that read every layer's membrane (e-prop's
-        pseudo-derivatives), usually under ``torch.no_grad()``.
-        """
-        return self._run(frames, None, keep_membranes=True)
-
-    def _run(self, frames: Tensor, synapse_inputs: Optional[Sequence], keep_membranes: bool) -> tuple[list[Tensor], list[Tensor]]:
-        """Every layer's spikes, and its membrane if ``keep_membranes`` (else only the output layer's)."""
         if isinstance(frames, SparseFrames) and not isinstance(self.layers[0].synapse, LinearSynapse):
             raise TypeError("sparse input frames feed a fully connected first layer; give this network dense frames")
         x = frames
         spikes: list[Tensor] = []
-        membranes: list[Tensor] = []
+        membrane = frames
         for l, layer in enumerate(self.layers):
             x, membrane = layer(x, None if synapse_inputs is None else synapse_inputs[l], batch_first=l == 0)
             spikes.append(x)
-            if keep_membranes or l == len(self.layers) - 1:
-                membranes.append(membrane)
-        return spikes, membranes
+        return NetworkOutput(spikes=spikes, output_membrane=membrane)
 
     def initial_state(self, batch: int, like: Tensor) -> list[LIFState]:
         """Zero state of every layer (for step-by-step simulation)."""

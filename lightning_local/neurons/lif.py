@@ -170,14 +170,8 @@ class _LIFScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, currents: Tensor, recurrent_weight: Optional[Tensor], params: LIFParameters, recurrent: Optional[Synapse]):  # type: ignore[override]
-        spikes = torch.empty_like(currents)
-        mems = torch.empty_like(currents)
         state = LIFState.zeros(currents.shape[1], currents.shape[2:], currents)
-        fire = heaviside(params)
-        for t in range(currents.shape[0]):
-            state = lif_update(currents[t], state, params, fire, recurrent, recurrent_weight)
-            mems[t] = state.mem
-            spikes[t] = state.spk
+        spikes, mems, _ = _scan_forward(currents, state, params, recurrent, recurrent_weight)
         # Only the surrogate derivative is needed backward, never u itself.
         ctx.save_for_backward(params.pseudo_derivative(mems), spikes if recurrent is not None else None, recurrent_weight)
         ctx.params, ctx.recurrent = params, recurrent
@@ -210,6 +204,20 @@ class _LIFScan(torch.autograd.Function):
         if recurrent is not None and ctx.needs_input_grad[1]:
             grad_recurrent = recurrent_weight_grad(grad_currents, spikes, recurrent)
         return grad_currents, grad_recurrent, None, None
+
+
+def _scan_forward(
+    currents: Tensor, state: LIFState, params: LIFParameters, recurrent: Optional[Synapse], recurrent_weight: Optional[Tensor] = None
+) -> tuple[Tensor, Tensor, LIFState]:
+    """Spikes, membranes and final state of eq. 1 over ``currents`` from ``state`` (no autograd graph)."""
+    spikes = torch.empty_like(currents)
+    mems = torch.empty_like(currents)
+    fire = heaviside(params)
+    for t in range(currents.shape[0]):
+        state = lif_update(currents[t], state, params, fire, recurrent, recurrent_weight)
+        mems[t] = state.mem
+        spikes[t] = state.spk
+    return spikes, mems, state
 
 
 def recurrent_weight_grad(grad_currents: Tensor, spikes: Tensor, recurrent: Optional[Synapse] = None) -> Tensor:
@@ -251,19 +259,7 @@ def lif_sequence(
     autograd) or ``auto`` (Triton on CUDA when it is installed and the recurrence is
     dense or absent, else the scan). All give the same spikes, membranes and gradients.
     """
-    if currents.dim() < 3:
-        raise ValueError(f"lif_sequence expects currents of shape [T, batch, *neurons], got {tuple(currents.shape)}.")
-    from .backends import resolve_backend  # late: backends may import Triton
-
-    recurrence = as_recurrence(recurrent) if recurrent is not None else None
-    neurons = tuple(currents.shape[2:])
-    if recurrence is not None and (tuple(recurrence.in_shape) != neurons or tuple(recurrence.out_shape) != neurons):
-        raise ValueError(
-            f"The recurrent synapse maps {tuple(recurrence.in_shape)} -> {tuple(recurrence.out_shape)}, "
-            f"but the layer's neurons are {neurons}: it must map them onto themselves."
-        )
-    dense = recurrence is None or (isinstance(recurrence, LinearSynapse) and currents.dim() == 3)
-    backend = resolve_backend(backend, currents.device, dense_recurrence=dense)
+    recurrence, backend = _prepare(currents, recurrent, backend)
     if backend == "scan":
         weight = recurrence.weight if recurrence is not None else None
         return _LIFScan.apply(currents, weight, params, recurrence)
@@ -277,3 +273,50 @@ def lif_sequence(
         rec_impl=backend.partition("_")[2] or "auto",
     )
     return spikes.view_as(currents), mems.view_as(currents)
+
+
+@torch.no_grad()
+def lif_sequence_from(
+    currents: Tensor,
+    state: LIFState,
+    params: LIFParameters,
+    recurrent: Union[Synapse, Tensor, None] = None,
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor, LIFState]:
+    """:func:`lif_sequence` from a given ``state`` instead of zero, forward only (no gradient).
+
+    For simulations that cut a sequence into blocks and carry the state across them (e-prop's
+    ``sequence`` schedule): the blocks' spikes and membranes equal the unsplit sequence's.
+    Returns ``(spikes, membrane, state after the last step)``. The Triton backends run their
+    forward kernels (one launch per layer and block, FF and persistent REC); ``scan`` and
+    ``reference`` the loop of :func:`lif_update`.
+    """
+    recurrence, backend = _prepare(currents, recurrent, backend)
+    if backend in ("scan", "reference"):
+        return _scan_forward(currents, state, params, recurrence)
+    from .triton_lif import triton_lif_sequence_from
+
+    steps, batch = currents.shape[:2]
+    flat = LIFState(*(x.reshape(batch, -1) for x in state))
+    spikes, mems, final = triton_lif_sequence_from(
+        currents.reshape(steps, batch, -1), flat, params, recurrence.weight if recurrence is not None else None,
+        rec_impl=backend.partition("_")[2] or "auto",
+    )
+    return spikes.view_as(currents), mems.view_as(currents), LIFState(*(x.view_as(s) for x, s in zip(final, state)))
+
+
+def _prepare(currents: Tensor, recurrent: Union[Synapse, Tensor, None], backend: str) -> tuple[Optional[Synapse], str]:
+    """Check the shapes of a scan's inputs; return its recurrent synapse and concrete backend."""
+    if currents.dim() < 3:
+        raise ValueError(f"lif_sequence expects currents of shape [T, batch, *neurons], got {tuple(currents.shape)}.")
+    from .backends import resolve_backend  # late: backends may import Triton
+
+    recurrence = as_recurrence(recurrent) if recurrent is not None else None
+    neurons = tuple(currents.shape[2:])
+    if recurrence is not None and (tuple(recurrence.in_shape) != neurons or tuple(recurrence.out_shape) != neurons):
+        raise ValueError(
+            f"The recurrent synapse maps {tuple(recurrence.in_shape)} -> {tuple(recurrence.out_shape)}, "
+            f"but the layer's neurons are {neurons}: it must map them onto themselves."
+        )
+    dense = recurrence is None or (isinstance(recurrence, LinearSynapse) and currents.dim() == 3)
+    return recurrence, resolve_backend(backend, currents.device, dense_recurrence=dense)

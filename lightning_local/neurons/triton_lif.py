@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .lif import LIFParameters, recurrent_weight_grad
+from .lif import LIFParameters, LIFState, recurrent_weight_grad
 from .surrogate import SURROGATES
 
 #: Elements per program of the element-wise kernels.
@@ -100,16 +100,25 @@ def _surrogate_kernel(x_ptr, out_ptr, n, c_ptr, SURROGATE: tl.constexpr, BLOCK: 
 
 
 @triton.jit
-def _ff_forward_kernel(cur_ptr, spk_ptr, mem_ptr, M, T, c_ptr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+def _ff_forward_kernel(
+    cur_ptr, spk_ptr, mem_ptr, M, T, c_ptr, syn0_ptr, mem0_ptr, spk0_ptr, synT_ptr, memT_ptr,
+    HAS_STATE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """All T steps of a FF layer; with ``HAS_STATE`` from the state ``*0`` (else zero), storing the final ``iota``/``u``."""
     alpha, beta, v_th, _, _ = _load_constants(c_ptr)
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < M
     cur_ptrs = cur_ptr + offs
     spk_ptrs = spk_ptr + offs
     mem_ptrs = mem_ptr + offs
-    syn = tl.zeros([BLOCK], dtype=ACC)
-    mem = tl.zeros([BLOCK], dtype=ACC)
-    spk = tl.zeros([BLOCK], dtype=ACC)
+    if HAS_STATE:
+        syn = tl.load(syn0_ptr + offs, mask=mask, other=0.0).to(ACC)
+        mem = tl.load(mem0_ptr + offs, mask=mask, other=0.0).to(ACC)
+        spk = tl.load(spk0_ptr + offs, mask=mask, other=0.0).to(ACC)
+    else:
+        syn = tl.zeros([BLOCK], dtype=ACC)
+        mem = tl.zeros([BLOCK], dtype=ACC)
+        spk = tl.zeros([BLOCK], dtype=ACC)
     for _ in range(T):
         x = tl.load(cur_ptrs, mask=mask, other=0.0).to(ACC)
         # Same operation order as the reference scan (iota first, reset from s^{t-1}).
@@ -121,6 +130,9 @@ def _ff_forward_kernel(cur_ptr, spk_ptr, mem_ptr, M, T, c_ptr, ACC: tl.constexpr
         cur_ptrs += M
         spk_ptrs += M
         mem_ptrs += M
+    if HAS_STATE:
+        tl.store(synT_ptr + offs, syn, mask=mask)
+        tl.store(memT_ptr + offs, mem, mask=mask)
 
 
 @triton.jit
@@ -198,11 +210,28 @@ def _rec_step_backward_kernel(
 
 
 @triton.jit
+def _recurrent_input(prev_ptr, v_ptr, rows, rmask, cols, cmask, N, rec, ACC: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr):
+    """``rec + s V^T`` for the spikes ``s`` of rows ``rows`` at ``prev_ptr`` (``[B, N]``), k-blocked."""
+    for k0 in range(0, N, BK):
+        ks = k0 + tl.arange(0, BK)
+        kmask = ks < N
+        a = tl.load(prev_ptr + rows[:, None] * N + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
+        b = tl.load(v_ptr + cols[None, :] * N + ks[:, None], mask=kmask[:, None] & cmask[None, :], other=0.0)
+        rec = tl.dot(a.to(ACC), b.to(ACC), rec, input_precision=PRECISION)
+    return rec
+
+
+@triton.jit
 def _persistent_forward_kernel(
-    cur_ptr, v_ptr, spk_ptr, mem_ptr, B, N, T, c_ptr,
-    ACC: tl.constexpr, BB: tl.constexpr, NP: tl.constexpr, BK: tl.constexpr, PRECISION: tl.constexpr,
+    cur_ptr, v_ptr, spk_ptr, mem_ptr, B, N, T, c_ptr, syn0_ptr, mem0_ptr, spk0_ptr, synT_ptr, memT_ptr,
+    HAS_STATE: tl.constexpr, ACC: tl.constexpr, BB: tl.constexpr, NP: tl.constexpr, BK: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
-    """All T steps of a REC layer; a program owns BB batch rows and all N (<= NP) neurons."""
+    """All T steps of a REC layer; a program owns BB batch rows and all N (<= NP) neurons.
+
+    With ``HAS_STATE`` it starts from the state ``*0`` (``spk0`` in the spikes' dtype) instead
+    of zero and stores the final ``iota`` and ``u``.
+    """
     alpha, beta, v_th, _, _ = _load_constants(c_ptr)
     rows = tl.program_id(0) * BB + tl.arange(0, BB)
     cols = tl.arange(0, NP)
@@ -211,32 +240,38 @@ def _persistent_forward_kernel(
     mask = rmask[:, None] & cmask[None, :]
     tile = rows[:, None] * N + cols[None, :]
     M = B * N
-    syn = tl.zeros([BB, NP], dtype=ACC)
-    mem = tl.zeros([BB, NP], dtype=ACC)
-    spk = tl.zeros([BB, NP], dtype=ACC)
+    if HAS_STATE:
+        syn = tl.load(syn0_ptr + tile, mask=mask, other=0.0).to(ACC)
+        mem = tl.load(mem0_ptr + tile, mask=mask, other=0.0).to(ACC)
+        spk = tl.load(spk0_ptr + tile, mask=mask, other=0.0).to(ACC)
+    else:
+        syn = tl.zeros([BB, NP], dtype=ACC)
+        mem = tl.zeros([BB, NP], dtype=ACC)
+        spk = tl.zeros([BB, NP], dtype=ACC)
     cur_base = cur_ptr
     spk_base = spk_ptr
     mem_base = mem_ptr
+    prev = spk0_ptr  # s^{t-1}: the given state's spikes, then those this program stored last step
     for t in range(T):
         x = tl.load(cur_base + tile, mask=mask, other=0.0).to(ACC)
         rec = tl.zeros([BB, NP], dtype=ACC)
-        if t > 0:
-            # s^{t-1} V^T from the spikes this program stored last step (k-blocked).
-            for k0 in range(0, N, BK):
-                ks = k0 + tl.arange(0, BK)
-                kmask = ks < N
-                a = tl.load(spk_base - M + rows[:, None] * N + ks[None, :], mask=rmask[:, None] & kmask[None, :], other=0.0)
-                b = tl.load(v_ptr + cols[None, :] * N + ks[:, None], mask=kmask[:, None] & cmask[None, :], other=0.0)
-                rec = tl.dot(a.to(ACC), b.to(ACC), rec, input_precision=PRECISION)
+        if HAS_STATE:
+            rec = _recurrent_input(prev, v_ptr, rows, rmask, cols, cmask, N, rec, ACC, BK, PRECISION)
+        elif t > 0:
+            rec = _recurrent_input(prev, v_ptr, rows, rmask, cols, cmask, N, rec, ACC, BK, PRECISION)
         syn = tl.fma(syn, alpha, x) + rec
         mem = tl.fma(mem, beta, syn) - v_th * spk
         spk = (mem > v_th).to(ACC)
         tl.store(mem_base + tile, mem.to(mem_ptr.dtype.element_ty), mask=mask)
         tl.store(spk_base + tile, spk.to(spk_ptr.dtype.element_ty), mask=mask)
         tl.debug_barrier()  # this step's spikes are read by other threads of the program next step
+        prev = spk_base
         cur_base += M
         spk_base += M
         mem_base += M
+    if HAS_STATE:
+        tl.store(synT_ptr + tile, syn, mask=mask)
+        tl.store(memT_ptr + tile, mem, mask=mask)
 
 
 @triton.jit
@@ -361,6 +396,56 @@ def triton_lif_sequence(currents: Tensor, params: LIFParameters, recurrent_weigh
     return TritonLIFScan.apply(currents, recurrent_weight, params, impl)
 
 
+@torch.no_grad()
+def triton_lif_sequence_from(
+    currents: Tensor, state: LIFState, params: LIFParameters, recurrent_weight: Optional[Tensor] = None, rec_impl: str = "auto"
+) -> tuple[Tensor, Tensor, LIFState]:
+    """``lif_sequence_from`` on the Triton kernels: the scan from ``state`` (each ``[B, N]``), forward only.
+
+    Returns spikes and membranes ``[T, B, N]`` and the state after the last step (``iota`` and
+    ``u`` in the kernels' state dtype, so a sequence split in pieces gives the unsplit values).
+    """
+    impl = choose_rec_impl(currents.shape[-1], rec_impl) if recurrent_weight is not None else "ff"
+    spikes, mems, carried = _launch_forward(currents, recurrent_weight, params, impl, state)
+    return spikes, mems, LIFState(carried[0], carried[1], spikes[-1])
+
+
+def _launch_forward(currents: Tensor, recurrent_weight: Optional[Tensor], params: LIFParameters, impl: str,
+                  state: Optional[LIFState] = None) -> tuple[Tensor, Tensor, Optional[tuple[Tensor, Tensor]]]:
+    """Launch the forward kernels (``impl``: ``ff``, ``persistent`` or ``step``) from ``state`` (None: zero).
+
+    Returns spikes, membranes and, with a state, the final ``(iota, u)`` in the state dtype.
+    """
+    _check_device(currents)
+    currents = currents.contiguous()
+    steps, batch, neurons = currents.shape
+    acc = state_dtype(currents.dtype)
+    consts = _constants(params, acc, currents.device)
+    spikes = torch.empty_like(currents)
+    mems = torch.empty_like(currents)
+    elements = batch * neurons
+    if state is None:
+        given = (currents, currents, currents, currents, currents)  # never read: HAS_STATE is off
+    else:
+        final = (torch.empty(batch, neurons, dtype=acc, device=currents.device), torch.empty(batch, neurons, dtype=acc, device=currents.device))
+        given = (state.syn.to(acc).contiguous(), state.mem.to(acc).contiguous(), state.spk.to(currents.dtype).contiguous(), *final)
+    if impl == "ff":
+        _ff_forward_kernel[_grid(elements)](
+            currents, spikes, mems, elements, steps, consts, *given, HAS_STATE=state is not None,
+            ACC=_TRITON_DTYPES[acc], BLOCK=BLOCK,
+        )
+    elif impl == "persistent":
+        weight = recurrent_weight.detach().to(acc).contiguous()
+        _persistent_forward_kernel[(triton.cdiv(batch, PERSISTENT_ROWS),)](
+            currents, weight, spikes, mems, batch, neurons, steps, consts, *given, HAS_STATE=state is not None,
+            **_persistent_config(neurons, acc),
+        )
+    else:
+        carried = _step_forward(currents, recurrent_weight.detach().to(acc), consts, spikes, mems, state)
+        return spikes, mems, carried if state is not None else None
+    return spikes, mems, given[3:] if state is not None else None
+
+
 class TritonLIFScan(torch.autograd.Function):
     """The LIF scan on Triton kernels; same inputs, outputs and gradients as ``lif._LIFScan``.
 
@@ -369,23 +454,7 @@ class TritonLIFScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, currents: Tensor, recurrent_weight: Optional[Tensor], params: LIFParameters, rec_impl: str):  # type: ignore[override]
-        _check_device(currents)
-        currents = currents.contiguous()
-        steps, batch, neurons = currents.shape
-        acc = state_dtype(currents.dtype)
-        consts = _constants(params, acc, currents.device)
-        spikes = torch.empty_like(currents)
-        mems = torch.empty_like(currents)
-        elements = batch * neurons
-        if recurrent_weight is None:
-            _ff_forward_kernel[_grid(elements)](currents, spikes, mems, elements, steps, consts, ACC=_TRITON_DTYPES[acc], BLOCK=BLOCK)
-        elif rec_impl == "persistent":
-            weight = recurrent_weight.detach().to(acc).contiguous()
-            _persistent_forward_kernel[(triton.cdiv(batch, PERSISTENT_ROWS),)](
-                currents, weight, spikes, mems, batch, neurons, steps, consts, **_persistent_config(neurons, acc)
-            )
-        else:
-            _step_forward(currents, recurrent_weight.detach().to(acc), consts, spikes, mems)
+        spikes, mems, _ = _launch_forward(currents, recurrent_weight, params, "ff" if recurrent_weight is None else rec_impl)
         ctx.save_for_backward(mems, spikes if recurrent_weight is not None else None, recurrent_weight)
         ctx.params, ctx.rec_impl = params, rec_impl
         return spikes, mems
@@ -422,21 +491,30 @@ class TritonLIFScan(torch.autograd.Function):
         return grad_currents, grad_recurrent, None, None
 
 
-def _step_forward(currents: Tensor, weight: Tensor, consts: Tensor, spikes: Tensor, mems: Tensor) -> None:
-    """REC forward as per-step cuBLAS ``s^{t-1} V^T`` + fused element-wise kernel (no allocation in the loop)."""
+def _step_forward(currents: Tensor, weight: Tensor, consts: Tensor, spikes: Tensor, mems: Tensor,
+                  state: Optional[LIFState] = None) -> tuple[Tensor, Tensor]:
+    """REC forward as per-step cuBLAS ``s^{t-1} V^T`` + fused element-wise kernel (no allocation in the loop).
+
+    Starts from ``state`` (None: zero); returns the final ``(iota, u)`` in the state dtype.
+    """
     steps, batch, neurons = currents.shape
     elements = batch * neurons
     syn = torch.zeros(batch, neurons, dtype=weight.dtype, device=currents.device)
     mem, rec = torch.zeros_like(syn), torch.zeros_like(syn)
     prev = torch.zeros_like(syn)  # s^{t-1} in the state dtype, the matmul's input
+    if state is not None:
+        syn.copy_(state.syn)
+        mem.copy_(state.mem)
+        prev.copy_(state.spk)
     rec_t = weight.t()
     for t in range(steps):
-        if t > 0:
+        if t > 0 or state is not None:
             torch.mm(prev, rec_t, out=rec)  # TF32 only if torch's float32 matmul precision allows it
         _rec_step_forward_kernel[_grid(elements)](
             currents[t], rec, prev, syn, mem, spikes[t], mems[t], elements, consts, ACC=_TRITON_DTYPES[weight.dtype], BLOCK=BLOCK
         )
         prev.copy_(spikes[t])
+    return syn, mem
 
 
 def _step_backward(grad_spikes: Tensor, grad_mems: Tensor, mems: Tensor, weight: Tensor, consts: Tensor, grad_currents: Tensor, flags: dict) -> None:

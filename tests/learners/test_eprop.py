@@ -16,7 +16,7 @@ def eprop_updates(module, frames, labels):
     return {id(p): d for p, d in updates}
 
 
-@pytest.mark.parametrize("schedule", ["step", "sequence"])
+@pytest.mark.parametrize("schedule", ["step", "block"])
 @pytest.mark.parametrize("feedback", ["symmetric", "chained"])
 @pytest.mark.parametrize("architecture", ["ff", "rec"])
 def test_eprop_equals_autograd_with_stop_gradients(architecture, feedback, schedule):
@@ -154,10 +154,7 @@ def test_eprop_is_exact_over_several_first_layer_blocks(architecture, feedback):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-10)
 
 
-def test_auto_schedule_is_sequence_on_gpus_only():
-    learner = EProp()
-    assert learner.resolved_schedule(torch.device("cpu")) == "step"
-    assert learner.resolved_schedule(torch.device("cuda")) == "sequence"
-    assert EProp(schedule="sequence").resolved_schedule(torch.device("cpu")) == "sequence"
+def test_block_is_the_default_schedule_and_others_are_refused():
+    assert EProp().schedule == "block"
     with pytest.raises(ValueError, match="Unknown e-prop schedule"):
-        EProp(schedule="fast")
+        EProp(schedule="sequence")

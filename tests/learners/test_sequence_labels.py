@@ -68,7 +68,7 @@ def autograd_grads(module, frames, labels):
     return step, {id(p): p.grad.clone() for p in parameters(module)}
 
 
-@pytest.mark.parametrize("schedule", ["step", "sequence"])
+@pytest.mark.parametrize("schedule", ["step", "block"])
 @pytest.mark.parametrize("real", [False, True], ids=["spikes", "currents"])
 @pytest.mark.parametrize("feedback", ["symmetric", "chained", "random"])
 @pytest.mark.parametrize("architecture", ["ff", "rec"])
