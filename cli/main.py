@@ -13,28 +13,23 @@ Every user error ends in one line ``lightning-local: error: ...`` and exit statu
 
 from __future__ import annotations
 
-import logging
 import os
-import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn, Optional, Sequence
+from typing import Any, Optional, Sequence
 
-import torch
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from tqdm.auto import tqdm
 
 from lightning_local.data.base import EventDataModule
 from lightning_local.data.errors import DataArgumentError, DatasetNotFoundError, EventDataError
 from lightning_local.data.interface import SpikingDataModule
 from lightning_local.learners import Learner
-from lightning_local.learners.registry import DATASET_GROUP, LEARNER_GROUP, UnknownNameError, available, class_path
-from lightning_local.models.network import upgrade_layer_keys
+from lightning_local.learners.registry import LEARNER_GROUP, UnknownNameError, available
 from lightning_local.module import InvalidInputError, SpikingClassifier
 from lightning_local.runs import (
     LAST_CHECKPOINT,
@@ -50,19 +45,17 @@ from lightning_local.runs import (
     version_of,
 )
 
+from .arguments import DEFAULT_LEARNER, CommandLineError, OneLineArgumentParser, expand_short_names, prepare_argv
+from .checkpoints import CheckpointError, check_fits, conflicts_with, load_checkpoint
+from .console import LineSafeProgressBar, quiet_library_messages
+
+__all__ = ["USER_ERRORS", "LightningLocalCLI", "build_cli", "expand_short_names", "main"]
+
 DESCRIPTION = (
     "lightning-local: train and compare spiking neural networks (LIF neurons, feed-forward or recurrent) "
     "under learning rules of different locality (BPTT, feedback alignment, e-prop, DECOLLE, ANN-to-SNN "
     "conversion) on event-camera data, with PyTorch Lightning. Start with `lightning-local fit --help`."
 )
-
-
-class CommandLineError(ValueError):
-    """The command line (or a config file) does not parse: unknown flag, bad value, missing argument."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable, or does not fit the model and data asked for."""
 
 
 class TrainerArgumentError(ValueError):
@@ -83,105 +76,8 @@ USER_ERRORS = (
     TrainingDivergedError,
 )
 
-DEFAULT_LEARNER = "lightning_local.plugins.bptt.BPTT"
-DEFAULT_DATA = "lightning_local.data.saccade_digits.SaccadeDigits"
-SUBCOMMANDS = ("fit", "validate", "test", "predict")
 RUN_VERSION_ENV = "LIGHTNING_LOCAL_RUN_VERSION"
 """Rank 0 tells the DDP processes it launches which run folder it reserved."""
-
-# flag -> (entry-point group, what to call it in errors)
-SHORT_NAME_FLAGS = {
-    "--learner": (LEARNER_GROUP, "learner"),
-    "--data": (DATASET_GROUP, "dataset"),
-    # the data module wrapped by a wrapper such as the backdoor DataModule
-    "--data.base": (DATASET_GROUP, "dataset"),
-    "--data.init_args.base": (DATASET_GROUP, "dataset"),
-}
-
-
-def _expand(flag: str, value: str) -> str:
-    """Map a registered short name (case-insensitive) to its class path; leave paths alone."""
-    if "." in value or value.startswith(("{", "[")) or value.endswith((".yaml", ".yml", ".json")):
-        return value
-    group, kind = SHORT_NAME_FLAGS[flag]
-    return class_path(group, value.lower(), kind)
-
-
-def expand_short_names(argv: Sequence[str]) -> list[str]:
-    """Rewrite ``--learner eprop`` / ``--data=nmnist`` into jsonargparse class paths."""
-    out: list[str] = []
-    expect: Optional[str] = None
-    for token in argv:
-        if expect is not None:
-            out.append(_expand(expect, token))
-            expect = None
-            continue
-        flag, eq, value = token.partition("=")
-        if flag in SHORT_NAME_FLAGS:
-            if eq:
-                out.append(f"{flag}={_expand(flag, value)}")
-            else:
-                out.append(token)
-                expect = flag
-            continue
-        out.append(token)
-    return out
-
-
-def prepare_argv(argv: Sequence[str]) -> list[str]:
-    """Expand short names and put the default data module first after the subcommand.
-
-    The default data module is given as the first ``--data`` of the command rather
-    than as a parser default: jsonargparse carries a default's resolved arguments
-    over to a class chosen later, so ``--data dvsgesture`` would inherit the default
-    module's ``n_time_bins``/``downsample``/``batch_size`` instead of its own.
-    """
-    out = expand_short_names(argv)
-    for index, token in enumerate(out):
-        if token in SUBCOMMANDS:
-            return out[: index + 1] + ["--data", DEFAULT_DATA] + out[index + 1 :]
-        if not token.startswith("-"):
-            break
-    return out
-
-
-_NOISE = ("Given value", "usage:", "Does not validate", "Subtypes:", "Errors:", "Expected a <class 'NoneType'>")
-
-
-def _one_line(message: str) -> str:
-    """Condense a jsonargparse error (several lines, usage, value dumps) into one sentence."""
-    raw = str(message)
-    lines = [line.strip(" -") for line in raw.splitlines()]
-    lines = [re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", line) for line in lines if line and not line.startswith(_NOISE)]
-    key = re.match(r'Parser key "([^"]+)"', lines[0]) if lines else None
-    required = next((line for line in lines if "arguments are required:" in line), None)
-    if key and required:
-        flags = " and ".join(f"--{key.group(1)}.{name.strip().lstrip('-')}" for name in required.split(":", 1)[1].split(","))
-        owner = re.search(r"class_path='([\w.]+)'", raw)
-        of = f" by {owner.group(1).rsplit('.', 1)[-1]}" if owner else ""
-        return f"{flags} is required{of}: pass {flags} VALUE."
-    if key:
-        detail = " ".join(lines[1:]).rstrip(".")
-        return f"invalid value for --{key.group(1)}: {detail}; see `lightning-local fit --help`."
-    text = " ".join(lines)
-    return text[:400] + (" ..." if len(text) > 400 else "")
-
-
-class OneLineArgumentParser(LightningArgumentParser):
-    """LightningArgumentParser whose parse errors become one line, not a usage dump."""
-
-    def error(self, message: str, ex: Optional[Exception] = None) -> NoReturn:
-        raise CommandLineError(_one_line(message)) from ex
-
-
-class LineSafeProgressBar(TQDMProgressBar):
-    """TQDM progress bar that ends its line when a run stops with an error (so the error has its own line)."""
-
-    def on_exception(self, trainer: Trainer, pl_module: Any, exception: BaseException) -> None:
-        for bar in (self._train_progress_bar, self._val_progress_bar, self._test_progress_bar, self._predict_progress_bar):
-            if bar is not None and not bar.disable:
-                bar.close()
-
 
 def _is_ddp_child() -> bool:
     return os.environ.get("LOCAL_RANK", "0") != "0" and RUN_VERSION_ENV in os.environ
@@ -189,34 +85,6 @@ def _is_ddp_child() -> bool:
 
 def _names(group: str) -> str:
     return ", ".join(sorted(available(group)))
-
-
-def _plain(value: Any) -> Any:
-    """Namespaces, tuples and dicts as plain lists/dicts, for comparing config values with saved ones."""
-    if isinstance(value, Namespace):
-        value = value.as_dict()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def load_checkpoint(path: str) -> dict:
-    """Read a Lightning checkpoint safely (tensors and plain types only), or raise :class:`CheckpointError`."""
-    if not Path(path).is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist: pass the path of a .ckpt file written by `lightning-local fit`.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated, empty, random or unsafe files raise many different types
-        reason = re.split(r"(?<=\.) ", str(err).strip().splitlines()[0])[0][:120] if str(err).strip() else ""
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read ({': '.join(filter(None, (type(err).__name__, reason)))}): it is "
-            "truncated, empty or not a checkpoint written by `lightning-local fit`."
-        ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"checkpoint {path} holds no model weights (no state_dict): pass a checkpoint written by `lightning-local fit`.")
-    return checkpoint
 
 
 class LightningLocalCLI(LightningCLI):
@@ -322,18 +190,9 @@ class LightningLocalCLI(LightningCLI):
     def _check_explicit_flags(self, path: str, hparams: dict) -> None:
         """Explicit ``--model.*``/``--learner`` values must agree with the checkpoint (which would override them)."""
         explicit = self._explicit()
-        given = _plain(explicit.get("model") or {})
-        conflicts = [
-            f"--model.{key} {_plain(value)!r} but it was trained with {_plain(hparams[key])!r}"
-            for key, value in given.items()
-            if key in hparams and _plain(value) != _plain(hparams[key])
-        ]
         saved_learner = hparams.get("learner")
         learner = explicit.get("learner")
-        if isinstance(saved_learner, dict) and learner is not None:
-            wanted = learner.get("class_path") if isinstance(learner, Namespace) else learner
-            if wanted and wanted != saved_learner.get("class_path"):
-                conflicts.append(f"--learner {wanted} but it was trained with {saved_learner.get('class_path')}")
+        conflicts = conflicts_with(hparams, explicit.get("model") or {}, learner)
         if conflicts:
             raise CheckpointError(
                 f"the command line contradicts checkpoint {path}: {'; '.join(conflicts)}: drop those flags or pass a "
@@ -349,29 +208,7 @@ class LightningLocalCLI(LightningCLI):
         """Stop with one line if the checkpoint's weights do not fit the model built for this data."""
         if self._checkpoint is None:
             return
-        path = self.config[self.subcommand]["ckpt_path"]
-        hparams = self._checkpoint.get("hyper_parameters") or {}
-        for key, flag in (("num_inputs", "inputs per time step"), ("num_classes", "classes")):
-            saved, here = hparams.get(key), getattr(self.datamodule, key, None)
-            if saved is not None and here is not None and saved != here:
-                raise CheckpointError(
-                    f"checkpoint {path} was trained with {saved} {flag}, but this data gives {here}: use the data "
-                    "settings it was trained with (dataset, --data.downsample)."
-                )
-        saved_state, own = upgrade_layer_keys(self._checkpoint["state_dict"]), self.model.state_dict()
-        for key, value in saved_state.items():
-            if key in own and tuple(value.shape) != tuple(own[key].shape):
-                raise CheckpointError(
-                    f"checkpoint {path} does not fit this model: {key} is {list(value.shape)} there and "
-                    f"{list(own[key].shape)} here: use the model and data settings it was trained with."
-                )
-        missing = sorted(set(own) - set(saved_state))
-        unexpected = sorted(set(saved_state) - set(own))
-        if missing or unexpected:
-            raise CheckpointError(
-                f"checkpoint {path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}): "
-                "use the model settings and learner it was trained with."
-            )
+        check_fits(self._checkpoint, self.config[self.subcommand]["ckpt_path"], self.datamodule, self.model)
 
     # ------------------------------------------------------------------ run folders
     def _image_frames_for_conv(self, config: Namespace) -> None:
@@ -444,47 +281,6 @@ class LightningLocalCLI(LightningCLI):
             return
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
-
-
-class _AboveProgressBars(logging.StreamHandler):
-    """Log handler that writes through ``tqdm.write``, so messages never land on a progress bar's line."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            tqdm.write(self.format(record), file=self.stream)
-        except Exception:  # logging must never raise
-            self.handleError(record)
-
-
-_QUIET_LOGS = False
-
-
-def quiet_library_messages() -> None:
-    """Silence library lines that say nothing about this run, and keep the others off progress-bar lines."""
-    # Warning filters are set on every call: pytest and warnings.catch_warnings() reset them.
-    # Lightning's own pytree helper trips torch's LeafSpec deprecation; nothing for users to change.
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
-    # The CSV gets epoch means only, so the step-logging interval does not matter for short epochs.
-    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
-    # main(args) is called from Python on purpose (tests, scripts) while sys.argv holds the caller's own arguments.
-    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
-    global _QUIET_LOGS
-    if _QUIET_LOGS:
-        return
-    _QUIET_LOGS = True
-    lightning_log = logging.getLogger("lightning.pytorch")
-    for handler in list(lightning_log.handlers):
-        if type(handler) is logging.StreamHandler:
-            replacement = _AboveProgressBars(handler.stream)
-            replacement.setLevel(handler.level)
-            replacement.setFormatter(handler.formatter)
-            lightning_log.removeHandler(handler)
-            lightning_log.addHandler(replacement)
-    # Lightning advertises its cloud logger on every run; the seed is in the run's config.yaml.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: "litlogger" not in record.getMessage()
-    )
-    logging.getLogger("lightning.fabric.utilities.seed").addFilter(lambda record: "Seed set to" not in record.getMessage())
 
 
 def build_cli(args: Optional[Sequence[str]] = None) -> LightningLocalCLI:
