@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import saved_tensor_bytes, sync, time_interleaved  # noqa: E402
 
 from lightning_local.files import atomic_write  # noqa: E402
-from lightning_local.learners.traces import BLOCK_STEPS, BlockInputTrace, OnlineSimulation  # noqa: E402
+from lightning_local.learners.traces import BLOCK_STEPS, BlockSimulation, OnlineSimulation  # noqa: E402
 from lightning_local.module import SpikingClassifier  # noqa: E402
 
 #: Contender -> learner spec (``eprop``: its default ``block`` schedule; ``eprop_step``: the step-by-step one).
@@ -67,9 +67,8 @@ def carried_state_bytes(module: SpikingClassifier, frames: torch.Tensor) -> int:
 
     ``step`` schedule: neuron state, presynaptic traces and the first layer's block (copied
     input, currents and errors of ``BLOCK_STEPS`` steps) from :meth:`OnlineSimulation.state_nbytes`.
-    ``block`` schedule (e-prop): per layer the carried neuron state, one block of spikes and
-    membranes (and of shifted spikes for a recurrent layer's trace) and the block traces, plus
-    the copied input block.
+    ``block`` schedule: :meth:`BlockSimulation.state_nbytes` (carried neuron states, block
+    traces, one block of every layer's spikes and membranes, the copied input block).
     """
     learner = module.learner
     if learner.name not in TRACE_RULES:
@@ -79,16 +78,7 @@ def carried_state_bytes(module: SpikingClassifier, frames: torch.Tensor) -> int:
     block = min(BLOCK_STEPS, steps)
     if learner.name != "eprop" or learner.schedule == "step":
         return OnlineSimulation(module.network, batch, frames, block=block).state_nbytes() + accumulators
-    size = frames.element_size()
-    total = accumulators + block * batch * module.network.layers[0].in_features * size
-    for layer in module.network.layers:
-        neurons, inputs = layer.out_features, layer.in_features
-        recurrent = layer.recurrent is not None
-        total += 3 * batch * neurons * size + block * batch * neurons * size * (3 if recurrent else 2)
-        total += BlockInputTrace(batch, inputs, frames, layer.params.alpha, layer.params.beta, block).nbytes()
-        if recurrent:
-            total += BlockInputTrace(batch, neurons, frames, layer.params.alpha, layer.params.beta, block).nbytes()
-    return total
+    return BlockSimulation(module.network, batch, frames, block=block).state_nbytes() + accumulators
 
 
 def memory_mb(learner: str, module: SpikingClassifier, step, frames: torch.Tensor, device: torch.device) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal, Optional
 
 import torch
@@ -10,6 +11,7 @@ from torch import Tensor
 from lightning_local.learners import Learner, LearnerStep, update_objective
 from lightning_local.learners.traces import (
     BLOCK_STEPS,
+    BlockSimulation,
     OnlineSimulation,
     TaskReadout,
     all_reduce_mean_,
@@ -17,6 +19,7 @@ from lightning_local.learners.traces import (
     fixed_uniform,
     single_thread,
 )
+from lightning_local.neurons import LIFParameters
 
 if TYPE_CHECKING:  # pragma: no cover
     from lightning_local.models import SpikingNetwork
@@ -95,10 +98,14 @@ class Decolle(Learner):
         delta_l^t = (softmax(G_l s_l^t) - onehot) / (T B)
 
     which is *exactly* the autograd gradient of ``sum_l E_l`` with those stop-gradients
-    (the tests check it). Memory is flat in T (step-by-step under ``no_grad``, the
-    same :class:`~lightning_local.learners.traces.OnlineSimulation` as e-prop; the
-    first layer's input projection and update are computed 32 steps at a time,
-    exactly, and never across an online update). The readouts ``G_l`` are fixed
+    (the tests check it). Memory is flat in T, under ``no_grad``. Where the
+    optimizer steps every time step (``update_every=1``, the default), the batch is
+    simulated step by step (:class:`~lightning_local.learners.traces.OnlineSimulation`;
+    the first layer's input projection and update are computed per block, exactly);
+    otherwise (``update_every > 1``, or ``online=False``) every layer runs its own scan
+    over blocks of up to 32 steps that never cross an update
+    (:class:`~lightning_local.learners.traces.BlockSimulation`: on a GPU the Triton
+    kernels, no Python work per step). Both give the same updates (tested). The readouts ``G_l`` are fixed
     random matrices, never trained; the logged ``train_loss`` is the task loss ``E``.
 
     **When to apply** (``online``, ``update_every``):
@@ -180,11 +187,21 @@ class Decolle(Learner):
         return getattr(self, f"readout_{l}")
 
     def local_error(self, l: int, task: TaskReadout, read: Tensor) -> Tensor:
-        """``dE_l/d read`` of hidden layer ``l`` for its spikes or membrane ``read`` ``[B, *out_shape]``."""
+        """``dE_l/d read`` of hidden layer ``l`` for its spikes or membrane ``read``: one step
+        ``[B, *out_shape]`` or a block ``[k, B, *out_shape]``."""
         G, pool = self.readout_matrix(l), self.pools[l]
-        features = read if pool is None else pool(read)
+        if pool is None:
+            return task.error(read @ G.t()) @ G
+        maps = read.reshape(-1, *read.shape[-3:])  # pool sample maps [*, C, H, W]
+        features = pool(maps).view(*read.shape[:-3], -1)
         error = task.error(features @ G.t()) @ G
-        return error if pool is None else pool.backward(error)
+        return pool.backward(error.reshape(maps.shape[0], -1)).view_as(read)
+
+    def hidden_error(self, l: int, params: LIFParameters, task: TaskReadout, spikes: Tensor, mems: Tensor) -> Tensor:
+        """``dE_l/du_l`` of hidden layer ``l`` (constants ``params``; one step or a block) through its readout."""
+        if self.readout == "membrane":
+            return self.local_error(l, task, mems)
+        return self.local_error(l, task, spikes).mul_(params.pseudo_derivative(mems))
 
     @torch.no_grad()
     def run(self, network: "SpikingNetwork", frames: Tensor, labels: Tensor, apply=None, update_every: Optional[int] = None):
@@ -198,38 +215,56 @@ class Decolle(Learner):
         when ``apply`` is None).
         """
         update_every = self.update_every if update_every is None else update_every
-        x_seq = frames.transpose(0, 1)
-        steps, batch = x_seq.shape[0], x_seq.shape[1]
+        steps = frames.shape[1]  # frames are [B, T, ...]
         layers = list(network.layers)
-        sim = OnlineSimulation(network, batch, frames)
         task = TaskReadout(labels, layers[-1].out_features, steps, frames)
         synapses = [layer.synapse for layer in layers] + [layer.recurrent for layer in layers if layer.recurrent is not None]
         params = [synapse.weight for synapse in synapses]
         deltas = {id(p): torch.zeros_like(p) for p in params}
-        spikes_readout = self.readout == "spikes"
-        first_errors = sim.first_errors
-        for start, stop in blocks(steps, BLOCK_STEPS, update_every if apply is not None else 0):
-            sim.begin_block(x_seq[start:stop])  # W_0 is fixed within a block
-            with single_thread(frames.device, network.is_dense):  # per-step ops are tiny on dense nets
-                for i in range(stop - start):
-                    sim.step(i)
-                    task.step(sim, deltas[id(layers[-1].synapse.weight)])
-                    for l, layer in enumerate(layers[:-1]):
-                        error = self.local_error(l, task, sim.spk[l] if spikes_readout else sim.mem[l])
-                        if spikes_readout:
-                            error.mul_(layer.params.pseudo_derivative(sim.mem[l]))
-                        if l == 0:
-                            first_errors[i] = error  # accumulated exactly, per block, by end_block
-                        else:
-                            layer.synapse.weight_gradient(error, sim.inputs[l].z2, add_to=deltas[id(layer.synapse.weight)])
-                        if layer.recurrent is not None:
-                            layer.recurrent.weight_gradient(error, sim.recurrent[l].z2, add_to=deltas[id(layer.recurrent.weight)])
-            sim.end_block(deltas[id(layers[0].synapse.weight)])
+        updates = [(deltas[id(layer.synapse.weight)], deltas[id(layer.recurrent.weight)] if layer.recurrent is not None else None)
+                   for layer in layers]
+        boundary = update_every if apply is not None else 0
+        # Blocks of one step (an update every step) gain nothing from block scans: step by step then.
+        simulate = self._step_blocks if boundary == 1 else self._scan_blocks
+        for stop in simulate(network, frames, task, updates, boundary):
             if apply is not None and (stop % update_every == 0 or stop == steps):
                 apply([(p, deltas[id(p)]) for p in params])
                 for d in deltas.values():
                     d.zero_()
         return task.loss, task.logits, [(p, deltas[id(p)]) for p in params]
+
+    def _scan_blocks(self, network, frames, task, updates, boundary) -> Iterator[int]:
+        """Accumulate block by block with :class:`BlockSimulation` (every layer's scan per block); yields each block's end."""
+        sim = BlockSimulation(network, frames.shape[0], frames)
+        for start, stop in blocks(frames.shape[1], BLOCK_STEPS, boundary):
+            sim.run_block(frames[:, start:stop])  # the weights are fixed within a block
+            task.block(sim, updates[-1][0])
+            for l, layer in enumerate(sim.layers[:-1]):
+                sim.accumulate(l, self.hidden_error(l, layer.params, task, sim.spikes[l], sim.mems[l]), *updates[l])
+            yield stop
+
+    def _step_blocks(self, network, frames, task, updates, boundary) -> Iterator[int]:
+        """Accumulate step by step with :class:`OnlineSimulation`; yields the end of every first-layer block."""
+        x_seq = frames.transpose(0, 1)
+        sim = OnlineSimulation(network, frames.shape[0], frames)
+        layers = sim.layers
+        first_errors = sim.first_errors
+        for start, stop in blocks(x_seq.shape[0], BLOCK_STEPS, boundary):
+            sim.begin_block(x_seq[start:stop])  # W_0 is fixed within a block
+            with single_thread(frames.device, network.is_dense):  # per-step ops are tiny on dense nets
+                for i in range(stop - start):
+                    sim.step(i)
+                    task.step(sim, updates[-1][0])
+                    for l, layer in enumerate(layers[:-1]):
+                        error = self.hidden_error(l, layer.params, task, sim.spk[l], sim.mem[l])
+                        if l == 0:
+                            first_errors[i] = error  # accumulated exactly, per block, by end_block
+                        else:
+                            layer.synapse.weight_gradient(error, sim.inputs[l].z2, add_to=updates[l][0])
+                        if layer.recurrent is not None:
+                            layer.recurrent.weight_gradient(error, sim.recurrent[l].z2, add_to=updates[l][1])
+            sim.end_block(updates[0][0])
+            yield stop
 
     def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
         if not self.online:

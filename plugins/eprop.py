@@ -9,9 +9,8 @@ from torch import Tensor
 
 from lightning_local.learners import Learner, LearnerStep, update_objective
 from lightning_local.learners.traces import (
-    BLOCK_STEPS, BlockInputTrace, OnlineSimulation, TaskReadout, blocks, fixed_uniform, single_thread,
+    BLOCK_STEPS, BlockSimulation, OnlineSimulation, TaskReadout, blocks, fixed_uniform, single_thread,
 )
-from lightning_local.neurons import lif_sequence_from
 
 if TYPE_CHECKING:  # pragma: no cover
     from lightning_local.models import SpikingNetwork
@@ -115,7 +114,8 @@ class EProp(Learner):
             keep memory flat in T. ``"block"`` (default): every layer's own scan over blocks of
             ``BLOCK_STEPS`` steps, from the state carried over from the previous block (on a GPU
             the Triton kernels: one launch per layer and block, no Python work per step), then
-            every layer's update of the block in one exact accumulation. ``"step"``: the
+            every layer's update of the block in one exact accumulation
+            (:class:`~lightning_local.learners.traces.BlockSimulation`). ``"step"``: the
             simulation above, one time step at a time.
     """
 
@@ -208,42 +208,13 @@ class EProp(Learner):
             sim.end_block(d_w[0])
 
     def _block_updates(self, network, frames, readout, d_w, d_v, direct) -> None:
-        """The ``block`` schedule: every layer's own scan over blocks of :data:`BLOCK_STEPS` steps.
-
-        Each layer's whole block is one projection and one scan from the state carried over
-        from the previous block (:func:`~lightning_local.neurons.lif_sequence_from`; on a GPU the
-        Triton kernels), and each update one exact block accumulation
-        (:class:`BlockInputTrace`): Python work per block and layer, never per step, and memory
-        of one block, as with ``step``.
-        """
-        batch, steps = frames.shape[:2]
-        layers = list(network.layers)
-        states = network.initial_state(batch, frames)
-        traces = [BlockInputTrace(batch, layer.in_shape, frames, layer.params.alpha, layer.params.beta, BLOCK_STEPS)
-                  for layer in layers]
-        own = [BlockInputTrace(batch, layer.out_shape, frames, layer.params.alpha, layer.params.beta, BLOCK_STEPS)
-               if layer.recurrent is not None else None for layer in layers]
-
-        def rows(x: Tensor) -> Tensor:  # [k, B, *shape] -> [k * B, *shape], (step, sample) order
-            return x.reshape(-1, *x.shape[2:])
-
-        for start, stop in blocks(steps, BLOCK_STEPS):
-            x = frames[:, start:stop].transpose(0, 1).contiguous()  # one copy of the block, time-major
-            inputs, membranes, previous = [], [], []
-            for l, layer in enumerate(layers):
-                inputs.append(rows(x))
-                before = states[l].spk  # V's presynaptic input at the block's first step: s^{start-1}
-                spikes, mems, states[l] = lif_sequence_from(
-                    layer.synapse.transmit(x), states[l], layer.params, layer.recurrent, backend=layer.backend
-                )
-                previous.append(rows(torch.cat([before.unsqueeze(0).to(spikes.dtype), spikes[:-1]])) if own[l] else None)
-                membranes.append(mems)
-                x = spikes
-            delta = readout.block(membranes[-1], d_w[-1], traces[-1], inputs[-1], layers[-1].synapse)
-            for l, error in self.hidden_errors(layers, delta, membranes, direct):
-                traces[l].accumulate(d_w[l], error, inputs[l], layers[l].synapse)
-                if own[l] is not None:
-                    own[l].accumulate(d_v[l], error, previous[l], layers[l].recurrent)
+        """The ``block`` schedule: :class:`BlockSimulation` - every layer's own scan per block, block-exact updates."""
+        sim = BlockSimulation(network, frames.shape[0], frames)
+        for start, stop in blocks(frames.shape[1], BLOCK_STEPS):
+            sim.run_block(frames[:, start:stop])
+            delta = readout.block(sim, d_w[-1])
+            for l, error in self.hidden_errors(sim.layers, delta, sim.mems, direct):
+                sim.accumulate(l, error, d_w[l], d_v[l])
 
     def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
         loss, logits, updates = self.compute_updates(module.network, frames, labels)

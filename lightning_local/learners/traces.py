@@ -38,7 +38,7 @@ from torch import Tensor
 
 from ..models import SpikingNetwork
 from ..models.network import IGNORE_INDEX
-from ..neurons import LIFState, heaviside, lif_update
+from ..neurons import LIFState, heaviside, lif_sequence_from, lif_update
 from ..synapses import Synapse
 
 #: Time steps of the first layer processed together (input projection and exact
@@ -258,6 +258,91 @@ class OnlineSimulation:
         return total
 
 
+class BlockSimulation:
+    """Forward pass of a :class:`SpikingNetwork` a block of steps at a time, with block-exact traces.
+
+    Usage (under ``torch.no_grad()``)::
+
+        sim = BlockSimulation(network, batch, frames)
+        for start, stop in blocks(T, BLOCK_STEPS):
+            sim.run_block(frames[:, start:stop])        # batch-major [B, k, *input_shape]
+            ...                                          # read sim.spikes[l] / sim.mems[l], [k, B, *out_shape]
+            sim.accumulate(l, g, d_w, d_v)               # exact sum_t g^t z2^t of the block for W_l (and V_l)
+
+    Each layer's block is one projection by its synapse and one scan
+    (:func:`~lightning_local.neurons.lif_sequence_from`, the layer's backend: the Triton
+    kernels on GPUs) from the state carried over from the previous block, so the spikes equal
+    the network's own forward pass; the presynaptic traces (:class:`BlockInputTrace`) are
+    advanced per block. Python work is per block and layer, never per step, and memory is one
+    block. The weights are read per block, so an optimizer may change them between blocks.
+
+    Args:
+        network: the network to simulate.
+        batch: batch size.
+        like: tensor giving device and dtype.
+        block: steps per block (at most).
+    """
+
+    def __init__(self, network: SpikingNetwork, batch: int, like: Tensor, block: int = BLOCK_STEPS) -> None:
+        self.layers = list(network.layers)
+        self.batch, self.block, self.element_size = batch, block, like.element_size()
+        self.states = network.initial_state(batch, like)
+        self.traces = [BlockInputTrace(batch, layer.in_shape, like, layer.params.alpha, layer.params.beta, block)
+                       for layer in self.layers]
+        self.own = [BlockInputTrace(batch, layer.out_shape, like, layer.params.alpha, layer.params.beta, block)
+                    if layer.recurrent is not None else None for layer in self.layers]
+        #: Per layer, for the current block: its input rows ``[k * B, *in_shape]`` ((step, sample) order),
+        #: spikes and membranes ``[k, B, *out_shape]``, and (REC) its own ``s^{t-1}`` rows.
+        self.inputs: list[Tensor] = []
+        self.spikes: list[Tensor] = []
+        self.mems: list[Tensor] = []
+        self.previous: list[Optional[Tensor]] = []
+
+    def run_block(self, frames: Tensor) -> None:
+        """Advance every layer over the block ``frames`` (batch-major ``[B, k, *input_shape]``, ``k <= block``)."""
+        if frames.shape[1] > self.block:
+            raise ValueError(f"A block has at most {self.block} steps (got {frames.shape[1]}).")
+        x = frames.transpose(0, 1).contiguous()  # one time-major copy of the block
+        self.inputs, self.spikes, self.mems, self.previous = [], [], [], []
+        for l, layer in enumerate(self.layers):
+            self.inputs.append(_rows(x))
+            before = self.states[l].spk  # V's presynaptic input at the block's first step
+            spikes, mems, self.states[l] = lif_sequence_from(
+                layer.synapse.transmit(x), self.states[l], layer.params, layer.recurrent, backend=layer.backend
+            )
+            shifted = torch.cat([before.unsqueeze(0).to(spikes.dtype), spikes[:-1]]) if self.own[l] is not None else None
+            self.previous.append(None if shifted is None else _rows(shifted))
+            self.spikes.append(spikes)
+            self.mems.append(mems)
+            x = spikes
+
+    def accumulate(self, l: int, error: Tensor, weight_update: Tensor, recurrent_update: Optional[Tensor] = None) -> None:
+        """Add layer ``l``'s ``sum_t (g^t)^T z2^t`` over the block to ``weight_update`` (and, REC, to ``recurrent_update``).
+
+        ``error`` is ``g = dE/du_l`` of the block, ``[k, B, *out_shape]``.
+        """
+        layer = self.layers[l]
+        self.traces[l].accumulate(weight_update, error, self.inputs[l], layer.synapse)
+        if self.own[l] is not None and recurrent_update is not None:
+            self.own[l].accumulate(recurrent_update, error, self.previous[l], layer.recurrent)
+
+    def state_nbytes(self) -> int:
+        """Bytes kept per block: carried neuron states, traces, one block of every layer's spikes,
+        membranes (and shifted spikes, REC) and the copied input block."""
+        size, batch = self.element_size, self.batch
+        total = self.block * batch * self.layers[0].in_features * size
+        for layer, trace, own in zip(self.layers, self.traces, self.own):
+            neurons = layer.out_features
+            total += 3 * batch * neurons * size + self.block * batch * neurons * size * (3 if own is not None else 2)
+            total += trace.nbytes() + (own.nbytes() if own is not None else 0)
+        return total
+
+
+def _rows(x: Tensor) -> Tensor:
+    """``[k, B, *shape] -> [k * B, *shape]`` in (step, sample) order."""
+    return x.reshape(-1, *x.shape[2:])
+
+
 class TaskReadout:
     """Task loss, logits and the exact output-layer update of a step-by-step simulation.
 
@@ -325,14 +410,13 @@ class TaskReadout:
         sim.layers[-1].synapse.weight_gradient(delta, sim.inputs[-1].z2, add_to=output_update)
         return delta
 
-    def block(self, u_out: Tensor, output_update: Tensor, output_trace: "BlockInputTrace", inputs: Tensor,
-              synapse: Synapse) -> Tensor:
-        """Account ``k`` consecutive steps at once: ``u_out`` ``[k, B, C]``; returns ``delta`` ``[k, B, C]``.
+    def block(self, sim: BlockSimulation, output_update: Tensor) -> Tensor:
+        """Account the current block of ``sim`` (``k`` steps) at once; returns ``delta`` ``[k, B, C]``.
 
-        The block form of :meth:`step` (same loss, logits and errors): the output layer's update
-        ``sum_t (delta^t)^T z2^t`` is accumulated by ``output_trace`` from the block's ``inputs``
-        (``[k * B, *in_shape]``, (step, sample) order).
+        The block form of :meth:`step`: the same loss, logits and errors, and the output
+        layer's update ``sum_t (delta^t)^T z2^t`` added to ``output_update``.
         """
+        u_out = sim.mems[-1]
         k = u_out.shape[0]
         if self.per_step:
             labels = self.labels[:, self.t : self.t + k]
@@ -344,7 +428,7 @@ class TaskReadout:
         self.t += k
         delta, loss = self._error(u_out)
         self.loss_sum.add_(loss)
-        output_trace.accumulate(output_update, delta, inputs, synapse)
+        sim.accumulate(len(sim.layers) - 1, delta, output_update)
         return delta
 
     def error(self, logits: Tensor) -> Tensor:

@@ -148,3 +148,26 @@ def test_decolle_is_exact_over_several_first_layer_blocks():
     reference = decolle_reference(module.network, frames, labels, readouts)
     for p in parameters(module):
         torch.testing.assert_close(updates[id(p)], reference[id(p)], rtol=1e-5, atol=1e-10)
+
+
+@pytest.mark.parametrize("architecture", ["ff", "rec"])
+def test_block_scans_equal_the_step_simulation_while_weights_change(architecture, monkeypatch):
+    """Updates every 5 steps run on block scans; forced onto the step-by-step simulation they give the same weights."""
+    frames, labels = make_batch(steps=47)
+
+    def trained(simulation):
+        module = make_module(Decolle(online=True, update_every=5), architecture)
+        optimizer = RecordingOptimizer(module.parameters(), lr=0.05)
+        with monkeypatch.context() as patch:
+            patch.setattr(module, "optimizers", lambda: optimizer)
+            if simulation == "step":
+                patch.setattr(Decolle, "_scan_blocks", Decolle._step_blocks)
+            module.learner.training_step(module, frames, labels)
+        assert optimizer.steps == 10
+        return [p.detach().clone() for p in parameters(module)]
+
+    initial = [p.detach().clone() for p in parameters(make_module(Decolle(), architecture))]
+    blocks, steps = trained("block"), trained("step")
+    for a, b, c in zip(blocks, steps, initial):
+        assert not torch.equal(a, c)  # the weights moved within the sequence
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
