@@ -48,6 +48,7 @@ from lightning_local.runs import (
 from .arguments import DEFAULT_LEARNER, CommandLineError, OneLineArgumentParser, expand_short_names, prepare_argv
 from .checkpoints import CheckpointError, check_fits, conflicts_with, load_checkpoint
 from .console import LineSafeProgressBar, quiet_library_messages
+from .trainer import LocalTrainer
 
 __all__ = ["USER_ERRORS", "LightningLocalCLI", "build_cli", "expand_short_names", "main"]
 
@@ -300,6 +301,7 @@ def build_cli(args: Optional[Sequence[str]] = None) -> LightningLocalCLI:
         seed_everything_default=0,
         args=argv,
         parser_class=OneLineArgumentParser,
+        trainer_class=LocalTrainer,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={
             "max_epochs": 5,

@@ -147,3 +147,13 @@ def test_sparse_training_batches_train_like_dense_ones(learner, nmnist_small, fa
     if learner != "bptt":
         for key in dense:
             assert torch.equal(sparse[key], dense[key]), key
+
+
+@pytest.mark.parametrize("limit, steps", [("1", 1), ("2", 2), ("1.0", 18)])
+def test_limit_train_batches_one_means_one_batch(limit, steps, nmnist_small, tmp_path):
+    """Lightning reads ints as batches and floats as fractions; its float-first annotation made `1` the whole epoch."""
+    main(["fit", "--learner", "bptt", *nmnist_args(nmnist_small), "--trainer.max_epochs", "1",
+          "--trainer.limit_train_batches", limit, "--trainer.limit_val_batches", "1", "--test_after_fit", "false",
+          "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")])
+    (last,) = (tmp_path / "runs").rglob("last.ckpt")
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == steps  # 575 / 32 -> 18 batches
