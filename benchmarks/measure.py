@@ -7,9 +7,11 @@ depend on the allocator - and, on a GPU, as ``torch.cuda.max_memory_allocated``.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
@@ -79,3 +81,18 @@ def peak_memory_mb(step: Callable[[], object], device: torch.device) -> float:
     with saved_tensor_bytes() as saved:
         step()
     return saved["bytes"] / 2**20
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, repeats: int) -> None:
+    """The options every benchmark shares: ``--device``, ``--repeats``, ``--threads``, ``--json``."""
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+
+
+def run_device(args: argparse.Namespace) -> torch.device:
+    """Apply ``--threads`` and return the ``--device`` to run on."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return torch.device(args.device)

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import saved_tensor_bytes, sync, time_interleaved  # noqa: E402
+from measure import add_run_arguments, run_device, saved_tensor_bytes, sync, time_interleaved  # noqa: E402
 
 from lightning_local.files import atomic_write  # noqa: E402
 from lightning_local.learners.traces import BLOCK_STEPS, BlockSimulation, OnlineSimulation  # noqa: E402
@@ -98,18 +98,13 @@ def memory_mb(learner: str, module: SpikingClassifier, step, frames: torch.Tenso
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, nargs="+", default=[50, 100, 200, 400, 800], help="values of T")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--rate", type=float, default=0.02, help="input spike probability per bin")
     parser.add_argument("--learners", nargs="+", default=list(LEARNERS), choices=list(LEARNERS))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--json", type=Path, help="also write the rows here")
+    add_run_arguments(parser, repeats=3)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = run_device(args)
     rows = []
     for steps in args.steps:
         generator = torch.Generator().manual_seed(steps)

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import time_interleaved  # noqa: E402
+from measure import add_run_arguments, run_device, time_interleaved  # noqa: E402
 
 from lightning_local.files import atomic_write  # noqa: E402
 from lightning_local.module import SpikingClassifier  # noqa: E402
@@ -49,17 +49,12 @@ def decolle_run(module: SpikingClassifier, frames: torch.Tensor, labels: torch.T
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=100, help="time steps T")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--rate", type=float, default=0.02, help="input spike probability per bin")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--json", type=Path, help="also write the rows here")
+    add_run_arguments(parser, repeats=5)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = run_device(args)
     generator = torch.Generator().manual_seed(0)
     frames = (torch.rand(args.batch, args.steps, 2312, generator=generator) < args.rate).float().to(device)
     labels = torch.randint(0, 10, (args.batch,), generator=generator).to(device)
