@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,19 +25,26 @@ def load_ranks(directory: Path, count: int) -> list[dict[str, torch.Tensor]]:
     return [torch.load(directory / f"rank{k}.pt") for k in range(count)]
 
 
-def test_cli_ddp_trains_and_ranks_agree(nmnist_small, tmp_path):
+@pytest.mark.parametrize("sparse_input", ["false", "true"])
+def test_cli_ddp_trains_and_ranks_agree(sparse_input, nmnist_small, tmp_path):
+    """Every rank ends with the same weights, with dense frames and with sparse batches (``--data.sparse_input``)."""
     out = tmp_path / "weights"
     run([sys.executable, "-m", "lightning_local.cli.main", "fit", "--learner", "bptt",
          "--data", "nmnist", "--data.root", str(nmnist_small), "--data.n_time_bins", "20", "--data.batch_size", "16",
+         "--data.sparse_input", sparse_input,
          "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
          "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
          "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false",
          "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
          "--trainer.callbacks+=support.callbacks.SaveRankWeights", f"--trainer.callbacks.directory={out}"], cwd=tmp_path)
     rank0, rank1 = load_ranks(out, 2)
+    kinds = {(out / f"frames_rank{k}.txt").read_text() for k in range(2)}
+    assert kinds == {"SparseFrames" if sparse_input == "true" else "Tensor"}
     assert rank0.keys() == rank1.keys()
+    start = torch.load(out / "start_rank0.pt")
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), f"{name} differs between ranks"
+        assert not torch.equal(rank0[name], start[name]), f"{name} never trained"
 
 
 # Built-in learners whose DDP update must equal one process's on the global batch.

@@ -26,7 +26,8 @@ class RecordEpochs(pl.Callback):
 
 
 class SaveRankWeights(pl.Callback):
-    """Saves every rank's network weights as ``<directory>/start_rank<k>.pt`` and ``rank<k>.pt`` (DDP tests)."""
+    """Saves every rank's network weights as ``<directory>/start_rank<k>.pt`` and ``rank<k>.pt``, and the
+    type of its first training batch's frames as ``frames_rank<k>.txt`` (DDP tests)."""
 
     def __init__(self, directory: str) -> None:
         self.directory = Path(directory)
@@ -41,6 +42,11 @@ class SaveRankWeights(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save(trainer, pl_module, "")
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        if batch_idx == 0:  # what kind of frames this rank trains on
+            self.directory.mkdir(parents=True, exist_ok=True)
+            (self.directory / f"frames_rank{trainer.global_rank}.txt").write_text(type(batch[0]).__name__)
 
 
 class KillAtEpoch(pl.Callback):
