@@ -176,6 +176,9 @@ class EventDataModule(SpikingDataModule):
             CSR indices; for fully connected networks on a CPU, whose first layer then skips
             the zeros), built from an index of every recording's ones that ``setup`` derives
             once from the cache. Every other loader and the datasets give dense frames.
+            ``None`` (default): the command line decides - on for a CPU run of a rule that
+            takes sparse batches (``bptt``, ``fa``) on a fully connected network, else off;
+            off outside the command line.
         layout: ``flat`` (frames ``[T, P*H*W]``, for fully connected networks) or ``image``
             (``[T, P, H, W]``, for convolutional ones; the CLI picks it for ``--model.synapse conv``).
 
@@ -216,7 +219,7 @@ class EventDataModule(SpikingDataModule):
         cache_dir: str | None = None,
         unpack_on_device: bool = False,
         layout: str = "flat",
-        sparse_input: bool = False,
+        sparse_input: bool | None = None,
     ) -> None:
         super().__init__()
         sparse_conflict = next((why for conflict, why in (
@@ -257,7 +260,7 @@ class EventDataModule(SpikingDataModule):
         if unpack_on_device:  # an instance hook, so Lightning sees it overridden only when asked for
             self.on_after_batch_transfer = self._unpack_after_transfer
         self.layout = layout
-        self.sparse_input = sparse_input
+        self.sparse_input = bool(sparse_input)
         self.to_frames = EventsToFrames(tuple(self.sensor_size), n_time_bins, downsample, layout)
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None

@@ -65,7 +65,8 @@ class NMNIST(EventDataModule):
         layout: ``flat`` ``[T, P*H*W]`` frames (default) or ``image`` ``[T, P, H, W]`` for
             convolutional networks (chosen by the CLI for ``--model.synapse conv``).
         sparse_input: Training batches of ``fit`` as sparse frames (the ones' indices), for
-            fully connected networks on a CPU (default False; needs the frame cache and ``flat``).
+            fully connected networks on a CPU (needs the frame cache and ``flat``; default None:
+            the command line turns it on for CPU runs of rules that take them).
     """
 
     sensor_size = NMNIST_SENSOR_SIZE

@@ -157,3 +157,22 @@ def test_limit_train_batches_one_means_one_batch(limit, steps, nmnist_small, tmp
           "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")])
     (last,) = (tmp_path / "runs").rglob("last.ckpt")
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == steps  # 575 / 32 -> 18 batches
+
+
+@pytest.mark.filterwarnings("ignore:`ModelCheckpoint\\(monitor='val_acc'\\)` could not find")
+@pytest.mark.parametrize("learner, flags, frames", [
+    ("bptt", [], "SparseFrames"),                              # CPU, a rule that takes sparse batches
+    ("fa", [], "SparseFrames"),
+    ("eprop", [], "Tensor"),                                   # densified anyway: not worth the index
+    ("bptt", ["--data.sparse_input", "false"], "Tensor"),      # an explicit choice stands
+    ("bptt", ["--data.frame_cache", "false"], "Tensor"),       # no cache, no index
+])
+def test_sparse_batches_are_the_cpu_default_for_rules_that_take_them(learner, flags, frames, nmnist_small, tmp_path):
+    record = tmp_path / "record"
+    main(["fit", "--learner", learner, *nmnist_args(nmnist_small), *flags, "--trainer.max_steps", "1",
+          "--trainer.limit_val_batches", "1", "--test_after_fit", "false", "--trainer.enable_progress_bar", "false",
+          "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+          "--trainer.callbacks+=support.callbacks.SaveRankWeights", f"--trainer.callbacks.directory={record}"])
+    assert (record / "frames_rank0.txt").read_text() == frames
+    (config,) = (tmp_path / "runs").rglob("config.yaml")
+    assert yaml.safe_load(config.read_text())["data"]["init_args"]["sparse_input"] is (frames == "SparseFrames")
