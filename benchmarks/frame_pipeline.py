@@ -29,6 +29,7 @@ Writes ``benchmarks/results/frame_pipeline.json`` (``--output``).
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import platform
@@ -112,21 +113,9 @@ def measure(args: argparse.Namespace, device: torch.device, scratch: Path) -> di
         collate = SparseBatch(args.n_time_bins, num_inputs) if dataset is sparse else None
         return DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, collate_fn=collate)
 
-    def read_and_frame() -> None:
-        for frames, _ in loader(plain, shuffle=False):
-            pass
-
-    def cache_cpu_unpack() -> None:
-        for frames, _ in loader(cached, shuffle=True):
-            pass
-
-    def cache_packed_loader() -> None:
-        for frames, _ in loader(packed, shuffle=True):
-            pass
-
-    def cache_sparse_batches() -> None:
-        for frames, _ in loader(sparse, shuffle=True):
-            pass
+    def drain(dataset, shuffle: bool = True):
+        """One pass over a loader of ``dataset``, as a contender."""
+        return lambda: collections.deque(loader(dataset, shuffle), maxlen=0)
 
     def cache_packed_to_device() -> None:
         for frames, _ in loader(packed, shuffle=True):
@@ -148,10 +137,10 @@ def measure(args: argparse.Namespace, device: torch.device, scratch: Path) -> di
     assert torch.equal(next(iter(loader(sparse, shuffle=False)))[0].to_dense(), first_dense)
 
     contenders = {
-        "read_and_frame": (read_and_frame, samples),
-        "cache_cpu_unpack": (cache_cpu_unpack, samples),
-        "cache_packed_loader": (cache_packed_loader, samples),
-        "cache_sparse_batches": (cache_sparse_batches, samples),
+        "read_and_frame": (drain(plain, shuffle=False), samples),
+        "cache_cpu_unpack": (drain(cached), samples),
+        "cache_packed_loader": (drain(packed), samples),
+        "cache_sparse_batches": (drain(sparse), samples),
         f"cache_packed_to_{device.type}": (cache_packed_to_device, samples),
         f"unpack_kernel_{device.type}": (unpack_kernel, kernel_batches * len(batch)),
     }

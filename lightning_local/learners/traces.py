@@ -382,12 +382,13 @@ class TaskReadout:
         self.membrane_sum = None if self.per_step else like.new_zeros(batch, classes)
 
     def _targets(self, labels: Tensor, like: Tensor) -> tuple[Tensor, Optional[Tensor]]:
-        """One-hot targets of ``labels`` ``[B]`` (zero rows where ignored) and the ``[B, 1]`` mask (None: all targeted)."""
+        """One-hot targets of ``labels`` ``[B]`` or ``[k, B]`` (zero rows where ignored) and the mask
+        ``[..., 1]`` (None: all targeted)."""
         targeted = labels != IGNORE_INDEX
         onehot = torch.nn.functional.one_hot(labels.clamp(min=0), self.classes).to(like.dtype)
         if not self.per_step and bool(targeted.all()):  # checked once per batch: no per-step device sync
             return onehot, None
-        mask = targeted.to(like.dtype).unsqueeze(1)
+        mask = targeted.to(like.dtype).unsqueeze(-1)
         return onehot.mul_(mask), mask
 
     def _error(self, logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -398,37 +399,33 @@ class TaskReadout:
 
     def step(self, sim: "OnlineSimulation", output_update: Tensor) -> Tensor:
         """Account this step of ``sim``: add the output layer's update, return ``delta^t``."""
-        u_out = sim.mem[-1]
-        if self.per_step:
-            self.onehot, self.mask = self._targets(self.labels[:, self.t], u_out)
-            self.predictions[:, self.t] = u_out.argmax(dim=-1)
-        else:
-            self.membrane_sum.add_(u_out)
-        self.t += 1
-        delta, step_loss = self._error(u_out)
-        self.loss_sum.add_(step_loss)
+        delta = self._account(sim.mem[-1])
         sim.layers[-1].synapse.weight_gradient(delta, sim.inputs[-1].z2, add_to=output_update)
         return delta
 
-    def block(self, sim: BlockSimulation, output_update: Tensor) -> Tensor:
+    def block(self, sim: "BlockSimulation", output_update: Tensor) -> Tensor:
         """Account the current block of ``sim`` (``k`` steps) at once; returns ``delta`` ``[k, B, C]``.
 
         The block form of :meth:`step`: the same loss, logits and errors, and the output
         layer's update ``sum_t (delta^t)^T z2^t`` added to ``output_update``.
         """
-        u_out = sim.mems[-1]
-        k = u_out.shape[0]
+        delta = self._account(sim.mems[-1])
+        sim.accumulate(len(sim.layers) - 1, delta, output_update)
+        return delta
+
+    def _account(self, u_out: Tensor) -> Tensor:
+        """Loss, logits and ``delta`` of the output membrane of one step ``[B, C]`` or of ``k`` steps ``[k, B, C]``."""
+        block = u_out.dim() == 3
+        steps = u_out.shape[0] if block else 1
         if self.per_step:
-            labels = self.labels[:, self.t : self.t + k]
-            self.predictions[:, self.t : self.t + k] = u_out.argmax(dim=-1).t()
-            onehot, mask = self._targets(labels.t().reshape(-1), u_out)
-            self.onehot, self.mask = onehot.view(k, -1, self.classes), mask.view(k, -1, 1)
+            labels = self.labels[:, self.t : self.t + steps]  # [B, k]
+            self.onehot, self.mask = self._targets(labels.t() if block else labels[:, 0], u_out)
+            self.predictions[:, self.t : self.t + steps] = u_out.argmax(dim=-1).t().reshape(labels.shape)
         else:
-            self.membrane_sum.add_(u_out.sum(dim=0))
-        self.t += k
+            self.membrane_sum.add_(u_out.sum(dim=0) if block else u_out)
+        self.t += steps
         delta, loss = self._error(u_out)
         self.loss_sum.add_(loss)
-        sim.accumulate(len(sim.layers) - 1, delta, output_update)
         return delta
 
     def error(self, logits: Tensor) -> Tensor:

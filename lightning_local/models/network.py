@@ -313,7 +313,8 @@ class SpikingNetwork(nn.Module):
         synapse is dense (the CPU's fast path for binary event frames).
 
         ``synapse_inputs`` (one callable or ``None`` per layer) replaces layers' synapse maps
-        (see :meth:`LIFLayer.forward`).
+        (see :meth:`LIFLayer.forward`). The first layer's callable gets the frames as given,
+        batch-major ``[B, T, ...]``, and returns batch-major currents; the others are time-major.
         """
         if isinstance(frames, SparseFrames) and not isinstance(self.layers[0].synapse, LinearSynapse):
             raise TypeError("sparse input frames feed a fully connected first layer; give this network dense frames")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from reference_rules import fa_reference
 
 from lightning_local.models import per_step_cross_entropy
 from lightning_local.module import SpikingClassifier
@@ -52,3 +53,30 @@ def bptt_grads(module, frames, labels):
     params = parameters(module)
     grads = torch.autograd.grad(per_step_cross_entropy(module.network(frames).output_membrane, labels), params)
     return {id(p): g for p, g in zip(params, grads)}
+
+
+def assert_fa_is_the_reference_not_bptt(module, ours, frames, labels):
+    """FA's gradients ``ours`` equal the reference with the learner's ``B_l``; the output layer's is
+    BPTT's, every lower layer's is not (so the feedback really replaced ``W_l^T``)."""
+    feedbacks = {l: module.learner.feedback_matrix(l) for l in range(1, len(module.network.layers))}
+    reference = fa_reference(module.network, frames, labels, feedbacks)
+    bptt = bptt_grads(module, frames, labels)
+    layers = module.network.layers
+    for p in parameters(module):
+        assert reference[id(p)].abs().max() > 1e-6
+        torch.testing.assert_close(ours[id(p)], reference[id(p)], rtol=1e-6, atol=1e-10)
+    torch.testing.assert_close(ours[id(layers[-1].weight)], bptt[id(layers[-1].weight)], rtol=1e-6, atol=1e-12)
+    for layer in layers[:-1]:
+        assert not torch.allclose(ours[id(layer.weight)], bptt[id(layer.weight)], rtol=1e-2, atol=1e-6)
+
+
+def assert_fa_with_the_weights_is_bptt(module, frames, labels):
+    """With ``B_l = W_l`` (copied in), FA's gradients are BPTT's."""
+    with torch.no_grad():
+        for l in range(1, len(module.network.layers)):
+            module.learner.feedback_matrix(l).copy_(module.network.layers[l].weight)
+    _, ours = learner_grads(module, frames, labels)
+    bptt = bptt_grads(module, frames, labels)
+    for p in parameters(module):
+        assert bptt[id(p)].abs().max() > 1e-6
+        torch.testing.assert_close(ours[id(p)], bptt[id(p)], rtol=1e-6, atol=1e-12)
