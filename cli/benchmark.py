@@ -51,6 +51,7 @@ def run(args: Optional[Sequence[str]] = None) -> int:
     """Parse ``args``, run the grid and write the report; returns the exit code (1 if a run failed)."""
     from lightning_local.benchmark import ResultStore, expand, load_spec, run_grid, write_report
     from lightning_local.benchmark.scheduler import LocalExecutor, RayExecutor
+    from lightning_local.benchmark.tuned import export_tuned
 
     options = parser().parse_args(args)
     spec = load_spec(options.config, check_configs=not options.report_only)
@@ -79,6 +80,8 @@ def run(args: Optional[Sequence[str]] = None) -> int:
                 accelerator = "gpu" if torch.cuda.is_available() else "cpu"
             executor = LocalExecutor(options.workers, accelerator)
         summary = run_grid(jobs, store, executor)
+        for path in export_tuned(spec, jobs, store, f"lightning-local benchmark --config {options.config}"):
+            print(f"tuned config: {path}")
     report = write_report(jobs, store, output / "report", spec.name, summary)
     if summary is not None:
         print(f"benchmark {spec.name}: {summary['done']}/{summary['total']} done ({summary['done'] - summary['earlier']} "

@@ -342,6 +342,10 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         from .benchmark import main as benchmark
 
         benchmark(argv[1:])
+    if argv[:1] == ["tune"]:  # a search of fit runs, not a LightningCLI subcommand
+        from .tune import main as tune
+
+        tune(argv[1:])
     try:
         build_cli(args)
     except Exception as error:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from lightning_local.learners import Learner, LearnerStep
+from lightning_local.learners import NEURON_SPACE, Learner, LearnerStep
 from lightning_local.models import per_step_cross_entropy
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,6 +22,7 @@ class BPTT(Learner):
 
     name = "bptt"
     sparse_input = True  # the frames only meet the network's forward
+    search_space = NEURON_SPACE
 
     def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
         output = module.network(frames)

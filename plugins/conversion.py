@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal, Optional
 import torch
 from torch import Tensor
 
-from lightning_local.learners import Learner, LearnerStep
+from lightning_local.learners import NEURON_SPACE, Learner, LearnerStep
 from lightning_local.neurons import lif_sequence
 from lightning_local.models.ann import ann_activations
 
@@ -152,6 +152,12 @@ class Conversion(Learner):
 
     name = "conversion"
     linear_only = "its normalisation and IF readout are built and tested for dense layers; use bptt, decolle or fa."
+    # The ANN is trained (lr, batch, output gain); the converted IF neurons take no decays or surrogate.
+    search_space = {
+        **{key: NEURON_SPACE[key] for key in ("model.lr", "model.output_init_gain", "data.init_args.batch_size")},
+        "learner.init_args.percentile": {"low": 99.0, "high": 100.0},
+        "learner.init_args.output_level": {"low": 0.1, "high": 1.0},
+    }
 
     def __init__(
         self,

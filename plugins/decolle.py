@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal, Optional
 import torch
 from torch import Tensor
 
-from lightning_local.learners import Learner, LearnerStep, update_objective
+from lightning_local.learners import NEURON_SPACE, Learner, LearnerStep, update_objective
 from lightning_local.learners.traces import (
     BLOCK_STEPS,
     BlockSimulation,
@@ -144,6 +144,7 @@ class Decolle(Learner):
     """
 
     name = "decolle"
+    search_space = {**NEURON_SPACE, "learner.init_args.readout": {"choices": ["spikes", "membrane"]}}
 
     def __init__(
         self, readout: Readout = "spikes", online: bool = True, update_every: int = 1, seed: int = 0, readout_pool: int = 4

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal, Optional
 import torch
 from torch import Tensor
 
-from lightning_local.learners import Learner, LearnerStep, update_objective
+from lightning_local.learners import NEURON_SPACE, Learner, LearnerStep, update_objective
 from lightning_local.learners.traces import (
     BLOCK_STEPS, BlockSimulation, OnlineSimulation, TaskReadout, blocks, fixed_uniform, single_thread,
 )
@@ -121,6 +121,7 @@ class EProp(Learner):
 
     name = "eprop"
     linear_only = "the paper limits e-prop to linear layers; train a convolutional network with bptt, decolle or fa."
+    search_space = {**NEURON_SPACE, "learner.init_args.feedback": {"choices": ["symmetric", "random"]}}
 
     def __init__(self, feedback: Feedback = "symmetric", seed: int = 0, schedule: Schedule = "block") -> None:
         super().__init__()

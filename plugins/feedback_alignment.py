@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from lightning_local.learners import Learner, LearnerStep
+from lightning_local.learners import NEURON_SPACE, Learner, LearnerStep
 from lightning_local.learners.traces import fixed_uniform
 from lightning_local.models import NetworkOutput, per_step_cross_entropy
 
@@ -69,6 +69,7 @@ class FeedbackAlignment(Learner):
 
     name = "fa"
     sparse_input = True  # the frames only meet the network's forward
+    search_space = NEURON_SPACE
 
     def __init__(self, direct: bool = False, seed: int = 0) -> None:
         super().__init__()
@@ -118,3 +119,18 @@ class FeedbackAlignment(Learner):
             injected = (delta @ self.feedback_matrix(l).t()).view_as(spikes)  # [T, B, *out_shape_l]
             objective = objective + (spikes * injected).sum()
         return LearnerStep(loss=loss.detach(), logits=output.scores_for(labels).detach(), objective=objective)
+
+
+class DirectFeedbackAlignment(FeedbackAlignment):
+    """Direct feedback alignment registered as a rule of its own (``--learner dfa``): ``FeedbackAlignment(direct=True)``.
+
+    Its own name lets benchmark specs, tuned configs and reports list DFA beside FA.
+
+    Args:
+        seed: seed of the feedback matrices.
+    """
+
+    name = "dfa"
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__(direct=True, seed=seed)

@@ -67,3 +67,13 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_digits(tmp_path_factory) -> Path:
+    """100 saccade-digit recordings (10 per class) in their own folder (the user's cache is left alone)."""
+    from lightning_local.data.saccade_digits import ensure_saccade_digits
+
+    root = tmp_path_factory.mktemp("digits")
+    ensure_saccade_digits(root, max_samples_per_class=10)
+    return root

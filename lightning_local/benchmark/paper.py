@@ -61,6 +61,38 @@ TABLE_VI: dict[tuple[str, str], float] = {
 }
 
 
+# Table VII: hyper-parameters, (dataset, rule, arch) -> (a = alpha, b = beta, V_th, learning rate, batch size, epochs).
+TABLE_VII = {
+    ("nmnist", "bptt", "ff"): (0.9, 0.5, 0.9, 1e-4, 16, 100),
+    ("nmnist", "eprop", "ff"): (0.99, 0.95, 0.2, 5e-3, 5, 100),
+    ("nmnist", "decolle", "ff"): (0.97, 0.92, 1.0, 1e-3, 72, 100),
+    ("nmnist", "bptt", "rec"): (0.9, 0.5, 0.9, 1e-2, 256, 100),
+    ("nmnist", "eprop", "rec"): (0.99, 0.95, 0.2, 5e-3, 4, 100),
+    ("nmnist", "decolle", "rec"): (0.97, 0.92, 1.0, 1e-5, 72, 100),
+    ("dvsgesture", "bptt", "ff"): (0.9, 0.5, 1.0, 1e-3, 16, 100),
+    ("dvsgesture", "eprop", "ff"): (0.95, 0.65, 0.3, 1e-3, 15, 100),
+    ("dvsgesture", "decolle", "ff"): (0.9, 0.65, 0.9, 2e-4, 72, 100),
+    ("dvsgesture", "bptt", "rec"): (0.95, 0.5, 0.9, 1e-3, 32, 100),
+    ("dvsgesture", "eprop", "rec"): (0.95, 0.6, 0.7, 3e-3, 15, 100),
+    ("dvsgesture", "decolle", "rec"): (0.05, 0.2, 1.0, 3e-5, 72, 100),
+    ("timit", "bptt", "ff"): (0.9, 0.5, 1.0, 1e-3, 8, 100),
+    ("timit", "eprop", "ff"): (0.99, 0.3, 1.0, 5e-4, 4, 100),
+    ("timit", "decolle", "ff"): (0.97, 0.9, 0.9, 2e-4, 128, 100),
+    ("timit", "bptt", "rec"): (0.9, 0.7, 1.0, 1e-3, 8, 100),
+    ("timit", "eprop", "rec"): (0.99, 0.3, 1.0, 5e-4, 4, 100),
+    ("timit", "decolle", "rec"): (0.97, 0.3, 1.0, 1e-5, 32, 100),
+}
+
+
+def table_vii(dataset: str, rule: str, arch: str) -> dict[str, float] | None:
+    """Table VII's settings of one cell as ``fit`` config keys (decays as ``model.alpha``/``model.beta``)."""
+    row = TABLE_VII.get((dataset, rule, arch))
+    if row is None:
+        return None
+    keys = ("model.alpha", "model.beta", "model.v_th", "model.lr", "data.init_args.batch_size", "trainer.max_epochs")
+    return dict(zip(keys, row))
+
+
 def table_iii(rule: str, dataset: str, arch: str, network: str = "linear") -> float | None:
     """The paper's test accuracy % for this setting (Table III; Table VI for conv nets), or None."""
     if network == "conv":

@@ -22,14 +22,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pandas as pd
 import yaml
 
 from lightning_local.analysis.io import write_csv, write_text
 
-from .spec import PLACEHOLDER
+from .spec import PLACEHOLDER, TUNE_OPTIONS, TUNED, merge, nest
 from .store import HEARTBEAT_EVERY, ResultStore, owner_id
 
 LOG_NAME = "log.txt"
@@ -99,6 +99,31 @@ def terminate_children() -> None:
             child.kill()
 
 
+def apply_tuned(config: dict, store: ResultStore) -> dict:
+    """Replace a run's :data:`TUNED` placeholder by its cell's tuned settings (the tune job's best trial)."""
+    value = config.get(TUNED)
+    if value is None:
+        return config
+    key = str(value)[len("{tuned:"):-1]
+    row = store.get(key)
+    settings = ((row or {}).get("metrics") or {}).get("settings")
+    if settings is None:
+        raise RuntimeError(f"the tune job {key} of this cell has no tuned settings (status {(row or {}).get('status')})")
+    return merge({k: v for k, v in config.items() if k != TUNED}, nest(settings))
+
+
+def tune_command(run_dir: Path, options: dict, accelerator: Optional[str]) -> list[str]:
+    """``lightning-local tune`` of a cell, in its run folder (rerunning it continues the study)."""
+    cmd = [sys.executable, "-m", "lightning_local.cli.main", "tune", "--config", str(run_dir / CONFIG_NAME),
+           "--output", str(run_dir), "--study", run_dir.name, "--trials", str(options["trials"]),
+           "--pruner", options["pruner"], "--seed", str(options["seed"]), "--workers", "1"]
+    if options.get("timeout"):
+        cmd += ["--timeout", str(options["timeout"])]
+    if accelerator:
+        cmd += ["--accelerator", accelerator]
+    return cmd
+
+
 def command(kind: str, run_dir: Path, accelerator: Optional[str], resume: Optional[Path]) -> list[str]:
     """The ``lightning-local`` command line of a run (also stored, to rerun one by hand)."""
     cmd = [sys.executable, "-m", "lightning_local.cli.main", "test" if kind == "cka" else "fit",
@@ -126,7 +151,8 @@ def execute(store_path: str, key: str, threads: Optional[int] = None, accelerato
     run_dir = Path(row["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        config = substitute(row["config"], store)
+        config = apply_tuned(substitute(row["config"], store), store)
+        tune_options = config.pop(TUNE_OPTIONS, None)
         write_text(run_dir / CONFIG_NAME, yaml.safe_dump(config, sort_keys=False))
         resume = last_checkpoint(run_dir) if row["kind"] == "train" else None
         resumed_epoch = checkpoint_epoch(resume) if resume else None
@@ -135,9 +161,12 @@ def execute(store_path: str, key: str, threads: Optional[int] = None, accelerato
             resume = None
         if resume is not None:
             _keep_fisher_rows(run_dir, row["attempts"] - 1)  # the attempt that wrote it
-        cmd = command(row["kind"], run_dir, accelerator, resume)
+        if row["kind"] == "tune":
+            cmd = tune_command(run_dir, tune_options, accelerator)
+        else:
+            cmd = command(row["kind"], run_dir, accelerator, resume)
         store.record(key, "start", {"resume_epoch": resumed_epoch, "previous": previous}, command=json.dumps(cmd))
-        rc = _run(cmd, run_dir, threads, env, store, key, owner)
+        rc = run_logged(cmd, run_dir, threads, env, heartbeat=lambda: store.heartbeat(key, owner))
     except Exception as error:  # the run could not even start: record why, keep going with the grid
         store.finish(key, owner, "failed", time.time() - start, error=f"{type(error).__name__}: {error}")
         return {"key": key, "status": "failed", "error": str(error), "seconds": time.time() - start}
@@ -145,7 +174,7 @@ def execute(store_path: str, key: str, threads: Optional[int] = None, accelerato
     if rc != 0 and _STOPPING.is_set():  # left "running": its owner is gone after exit, so a rerun resumes it
         return {"key": key, "status": "interrupted", "seconds": seconds}
     if rc != 0:
-        error = f"exit code {rc}: {_tail(run_dir / LOG_NAME)}"
+        error = f"exit code {rc}: {tail(run_dir / LOG_NAME)}"
         store.finish(key, owner, "failed", seconds, error=error)
         return {"key": key, "status": "failed", "error": error, "seconds": seconds, "resume_epoch": resumed_epoch}
     try:
@@ -157,8 +186,15 @@ def execute(store_path: str, key: str, threads: Optional[int] = None, accelerato
     return {"key": key, "status": "done", "seconds": seconds, "metrics": metrics, "resume_epoch": resumed_epoch}
 
 
-def _run(cmd: list[str], run_dir: Path, threads: Optional[int], env: Optional[dict], store: ResultStore,
-         key: str, owner: str) -> int:
+def run_logged(cmd: list[str], run_dir: Path, threads: Optional[int], env: Optional[dict],
+               heartbeat: Callable[[], None], cwd: Optional[Path] = None) -> int:
+    """Run ``cmd`` in ``cwd`` (default ``run_dir``), its output appended to ``run_dir/LOG_NAME``; calls
+    ``heartbeat`` while it runs.
+
+    The run dies with this process (:mod:`~lightning_local.benchmark.child`) and is ended by
+    :func:`terminate_children` on Ctrl-C. ``threads`` caps the child's BLAS/OpenMP threads.
+    Returns the exit code.
+    """
     child_env = {**os.environ, **(env or {})}
     if threads:
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -169,7 +205,7 @@ def _run(cmd: list[str], run_dir: Path, threads: Optional[int], env: Optional[di
         # The launcher kills the run with the benchmark; a new session keeps Ctrl-C for the benchmark,
         # which then ends its runs itself (terminate_children).
         launcher = [sys.executable, "-m", "lightning_local.benchmark.child", str(os.getpid()), *cmd]
-        child = subprocess.Popen(launcher, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, env=child_env,
+        child = subprocess.Popen(launcher, cwd=cwd or run_dir, stdout=log, stderr=subprocess.STDOUT, env=child_env,
                                  start_new_session=True)
         with _CHILDREN_LOCK:
             _CHILDREN.add(child)
@@ -178,13 +214,19 @@ def _run(cmd: list[str], run_dir: Path, threads: Optional[int], env: Optional[di
                 try:
                     return child.wait(timeout=HEARTBEAT_EVERY)
                 except subprocess.TimeoutExpired:
-                    store.heartbeat(key, owner)
+                    heartbeat()
         finally:
             with _CHILDREN_LOCK:
                 _CHILDREN.discard(child)
 
 
-def _tail(path: Path, lines: int = 3) -> str:
+def stopping() -> bool:
+    """True once Ctrl-C asked this process to end its runs (they stay resumable)."""
+    return _STOPPING.is_set()
+
+
+def tail(path: Path, lines: int = 3) -> str:
+    """The last ``lines`` non-empty lines of a log, joined by `` | `` (at most 600 characters)."""
     try:
         text = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
@@ -227,6 +269,8 @@ def collect(run_dir: Path, kind: str, config: dict, variant: dict) -> tuple[dict
     analysis = run_dir / "analysis"
     metrics: dict[str, Any] = {}
     paths: dict[str, str] = {"run_dir": str(run_dir), "log": str(run_dir / LOG_NAME)}
+    if kind == "tune":
+        return _collect_tune(run_dir, paths)
     table = pd.read_csv(run_dir / "metrics.csv")
     for column in ("test_acc", "test_loss", "test_asr", "test_asr_baseline", "test_ann_acc"):
         value = _last(table, column)
@@ -265,3 +309,12 @@ def collect(run_dir: Path, kind: str, config: dict, variant: dict) -> tuple[dict
         ]
         paths["cka"] = str(analysis / "cka_test.csv")
     return metrics, paths
+
+
+def _collect_tune(run_dir: Path, paths: dict) -> tuple[dict, dict]:
+    """A finished search: its best trial's settings (what the cell's runs then use) and its files."""
+    from lightning_local.tuning.outputs import BEST_CONFIG, BEST_JSON, TRIALS_CSV
+
+    best = json.loads((run_dir / BEST_JSON).read_text())
+    paths.update(best_config=str(run_dir / BEST_CONFIG), trials=str(run_dir / TRIALS_CSV))
+    return best, paths

@@ -23,15 +23,18 @@ from .store import ResultStore
 
 
 def cpu_count() -> int:
-    """CPU cores this process may use."""
+    """CPU cores this process may use: its affinity, capped by ``OMP_NUM_THREADS`` when a parent set a budget
+    (a benchmark's tune job runs its trials within the threads the benchmark gave it)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    budget = os.environ.get("OMP_NUM_THREADS", "")
+    return min(cores, int(budget)) if budget.isdigit() and int(budget) > 0 else cores
 
 
 class LocalExecutor:
-    """Runs jobs as subprocesses on this machine, ``workers`` at a time.
+    """Runs jobs (benchmark runs, tuning trials) as subprocesses on this machine, ``workers`` at a time.
 
     ``accelerator="cpu"``: each run gets ``cores // workers`` torch threads.
     ``accelerator="gpu"``: one run per GPU - worker ``i`` sees only GPU ``i``
@@ -64,14 +67,15 @@ class LocalExecutor:
             return f"{self.capacity} local worker(s), one GPU each ({self._gpus} GPU(s))"
         return f"{self.capacity} local CPU worker(s), {self.threads} thread(s) each"
 
-    def submit(self, store_path: str, key: str) -> futures.Future:
-        return self._pool.submit(self._run, store_path, key)
+    def submit(self, function: Callable[..., dict], *args: Any) -> futures.Future:
+        """Run ``function(*args, threads=, accelerator=, env=)`` in a free slot (e.g. :func:`execute`)."""
+        return self._pool.submit(self._run, function, args)
 
-    def _run(self, store_path: str, key: str) -> dict:
+    def _run(self, function: Callable[..., dict], args: tuple) -> dict:
         slot = self._slots.get()
         try:
             env = {"CUDA_VISIBLE_DEVICES": str(slot % self._gpus)} if self.accelerator == "gpu" else {"CUDA_VISIBLE_DEVICES": ""}
-            return execute(store_path, key, threads=self.threads, accelerator=self.accelerator, env=env)
+            return function(*args, threads=self.threads, accelerator=self.accelerator, env=env)
         finally:
             self._slots.put(slot)
 
@@ -84,7 +88,7 @@ class LocalExecutor:
 
 
 class RayExecutor:
-    """Runs each job as a Ray task with a resource request (``num_cpus``, ``num_gpus``).
+    """Runs each job (a benchmark run, a tuning trial) as a Ray task with a resource request (``num_cpus``, ``num_gpus``).
 
     Connects to ``address`` (``"auto"``: a running cluster, ``None``: a new local
     instance). Tasks write into the same results store, so the store (and the run
@@ -109,13 +113,14 @@ class RayExecutor:
         if num_gpus:
             fits.append(resources.get("GPU", 0) / num_gpus)
         self.capacity = max(1, int(min(fits)))
-        self._task = ray.remote(_ray_execute).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)
+        self._task = ray.remote(_ray_call).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)
 
     def describe(self) -> str:
         return f"Ray ({self.capacity} task(s) at once, {self.num_cpus:g} CPU / {self.num_gpus:g} GPU each)"
 
-    def submit(self, store_path: str, key: str) -> Any:
-        return self._task.remote(store_path, key, max(1, int(self.num_cpus)), "gpu" if self.num_gpus else "cpu")
+    def submit(self, function: Callable[..., dict], *args: Any) -> Any:
+        """Run ``function(*args, threads=, accelerator=)`` as a Ray task (e.g. :func:`execute`)."""
+        return self._task.remote(function, args, max(1, int(self.num_cpus)), "gpu" if self.num_gpus else "cpu")
 
     def wait(self, handles: list) -> list:
         ready, _ = self._ray.wait(handles, num_returns=1)
@@ -125,9 +130,9 @@ class RayExecutor:
         pass
 
 
-def _ray_execute(store_path: str, key: str, threads: int, accelerator: str) -> dict:
+def _ray_call(function: Callable[..., dict], args: tuple, threads: int, accelerator: str) -> dict:
     """Ray task body (Ray sets ``CUDA_VISIBLE_DEVICES`` for GPU requests)."""
-    return execute(store_path, key, threads=threads, accelerator=accelerator)
+    return function(*args, threads=threads, accelerator=accelerator)
 
 
 def _duration(seconds: float) -> str:
@@ -146,6 +151,8 @@ def _outcome(job: Job, result: dict) -> str:
         return f"clean acc {bd['clean_accuracy']:.3f}, ASR {bd['attack_success_rate']:.3f}"
     if job.kind == "cka":
         return f"{len(metrics.get('cka', []))} CKA entries"
+    if job.kind == "tune":
+        return f"best val_acc {metrics['best_val_acc']:.3f} (trial {metrics['trial']} of {metrics['trials']})"
     return f"test_acc {metrics.get('test_acc', float('nan')):.3f}"
 
 
@@ -187,7 +194,7 @@ def run_grid(jobs: list[Job], store: ResultStore, executor: Any, log: Callable[[
                     resume = last_checkpoint(Path(store.get(job.key)["run_dir"])) if job.kind == "train" else None
                     epoch = checkpoint_epoch(resume) if resume else None
                     note = f" (resuming after epoch {epoch})" if epoch else ""
-                    in_flight[executor.submit(str(store.path), job.key)] = (job, time.time())
+                    in_flight[executor.submit(execute, str(store.path), job.key)] = (job, time.time())
                     log(f"[{len(in_flight) + counter['done'] + counter['failed']}/{total}] start {job.name}{note}")
             if not in_flight:
                 if todo:  # dependencies are held by another benchmark process: wait for them

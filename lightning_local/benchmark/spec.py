@@ -28,12 +28,9 @@ Example (see ``configs/benchmark/``)::
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
-import io
 import json
-import sys
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
@@ -48,7 +45,10 @@ DEFAULT_CONFIG = "configs/paper/{dataset}/{rule}_{arch}.yaml"
 DEFAULT_CONVERSION_CONFIG = "configs/{dataset}/conversion_ff.yaml"
 ARCHITECTURES = ("ff", "rec")
 ANALYSES = ("accuracy", "fgsm", "backdoor", "cka", "adversarial_cka", "fisher")
-SPEC_KEYS = {"name", "output", "config", "datasets", "rules", "architectures", "seeds", "overrides", "analyses", "resources"}
+SPEC_KEYS = {"name", "output", "config", "datasets", "rules", "architectures", "seeds", "overrides", "analyses", "resources",
+             "tune"}
+TUNE_KEYS = {"trials", "pruner", "seed", "timeout", "overrides", "export"}
+TUNE_PRUNERS = ("median", "halving", "none")
 DATASET_KEYS = {"config", "root", "overrides"}
 
 ANALYSIS_CALLBACKS = {
@@ -62,6 +62,9 @@ BACKDOOR_DATA = "lightning_local.data.backdoor.Backdoor"
 # Options the benchmark itself consumes (everything else goes to the callback / data module).
 OWN_OPTIONS = {"backdoor": {"poison_rates", "pairs", "pair_seed"}, "cka": {"conversion", "architectures"}}
 PLACEHOLDER = "{checkpoint:%s}"  # replaced by a dependency's best checkpoint when a job starts
+# A run of a tuned cell carries TUNED: "{tuned:KEY}" (KEY: the cell's tune job); the runner replaces it by the
+# tuned settings when the run starts. A tune job carries its search options under TUNE_OPTIONS.
+TUNED, TUNED_PLACEHOLDER, TUNE_OPTIONS = "tuned", "{tuned:%s}", "tune_options"
 
 
 class SpecError(ValueError):
@@ -70,7 +73,8 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class Job:
-    """One unit of the grid: a training run (``kind="train"``) or a post-hoc CKA test (``kind="cka"``).
+    """One unit of the grid: a training run (``kind="train"``), a post-hoc CKA test (``kind="cka"``) or the
+    hyper-parameter search of a cell (``kind="tune"``: ``lightning-local tune``, before the cell's runs).
 
     ``config`` is the complete ``lightning-local`` config of the run (template merged
     with the overrides, seed and analysis callbacks); ``key`` hashes it (with the kind
@@ -99,6 +103,8 @@ class Job:
             text += f" backdoor {self.variant['poison_rate']:g} pair {self.variant['pair']}"
         if self.kind == "cka":
             text = f"CKA {text} vs {'/'.join(self.variant['references'])}"
+        if self.kind == "tune":
+            text = f"tune {self.dataset} {self.rule} {self.arch.upper()}"
         return text
 
     @property
@@ -125,6 +131,7 @@ class Spec:
     resources: dict
     config: str
     overrides: dict
+    tune: Optional[dict] = None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -244,6 +251,7 @@ def load_spec(path: str | Path, check_configs: bool = True) -> Spec:
             if root is None:
                 raise SpecError(f"Data root {options['root']!r} of dataset {name!r} does not exist "
                                 f"(relative roots are looked up from the current folder and the spec's folders).")
+            options["root_as_written"] = str(options["root"])  # what an exported config names
             options["root"] = str(root)
         options["overrides"] = nest(options.get("overrides") or {})
         datasets[name] = options
@@ -276,6 +284,8 @@ def load_spec(path: str | Path, check_configs: bool = True) -> Spec:
     if "adversarial_cka" in analyses and set(architectures) != set(ARCHITECTURES):
         raise SpecError("adversarial_cka reports REC minus FF (Figure 3): list both architectures, ff and rec.")
 
+    tune = _tune_options(raw.get("tune"), path)
+
     resources = dict(raw.get("resources") or {})
     bad = sorted(set(resources) - {"num_cpus", "num_gpus"})
     if bad:
@@ -285,11 +295,37 @@ def load_spec(path: str | Path, check_configs: bool = True) -> Spec:
         name=str(raw.get("name") or path.stem), path=path.resolve(), output=raw.get("output"),
         datasets=datasets, rules=rules, architectures=architectures, seeds=list(seeds), analyses=analyses,
         resources=resources, config=str(raw.get("config") or DEFAULT_CONFIG), overrides=nest(raw.get("overrides") or {}),
+        tune=tune,
     )
     jobs = expand(spec)  # raises on missing config files
     if check_configs:
         check_job_configs(jobs)
     return spec
+
+
+def _tune_options(raw: Any, path: Path) -> Optional[dict]:
+    """The spec's ``tune:`` section, checked: the same search budget for every cell."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise SpecError(f"The spec's tune section must be a mapping, e.g. tune: {{trials: 16}} (got {raw!r}).")
+    bad = sorted(set(raw) - TUNE_KEYS)
+    if bad:
+        raise SpecError(f"Unknown tune option(s) {bad} in {path}: allowed are {sorted(TUNE_KEYS)}.")
+    trials = raw.get("trials")
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise SpecError(f"tune.trials must be a positive integer, the budget of every cell (got {trials!r}).")
+    pruner = raw.get("pruner", "median")
+    if pruner not in TUNE_PRUNERS:
+        raise SpecError(f"tune.pruner must be one of {', '.join(TUNE_PRUNERS)} (got {pruner!r}).")
+    timeout = raw.get("timeout")
+    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise SpecError(f"tune.timeout must be positive seconds (got {timeout!r}).")
+    export = raw.get("export")
+    if export is not None and not isinstance(export, str):
+        raise SpecError(f"tune.export must be a path template with {{dataset}}, {{rule}}, {{arch}} (got {export!r}).")
+    return {"trials": trials, "pruner": pruner, "seed": int(raw.get("seed", 0)), "timeout": timeout,
+            "overrides": nest(raw.get("overrides") or {}), "export": export}
 
 
 # ----------------------------------------------------------------------------- expansion
@@ -309,15 +345,33 @@ def _template(spec: Spec, dataset: str, rule: str, arch: str, template: Optional
     return loaded
 
 
-def _base_config(spec: Spec, dataset: str, rule: str, arch: str, seed: int, template: Optional[str] = None) -> dict:
-    """Template, spec overrides, dataset overrides, data root and seed, merged in that order."""
+def _base_config(spec: Spec, dataset: str, rule: str, arch: str, seed: int, template: Optional[str] = None,
+                 tuned: bool = True) -> dict:
+    """Template, spec overrides, dataset overrides, data root and seed, merged in that order; with a ``tune``
+    section, a cell's own runs (``template`` None) also name the cell's tune job (:data:`TUNED`)."""
     config = _template(spec, dataset, rule, arch, template)
     config = merge(config, spec.overrides)
     config = merge(config, spec.datasets[dataset]["overrides"])
     if spec.datasets[dataset].get("root") is not None:
         config = merge(config, {"data": {"init_args": {"root": spec.datasets[dataset]["root"]}}})
     config["seed_everything"] = int(seed)
+    if spec.tune is not None and template is None and tuned:
+        config[TUNED] = TUNED_PLACEHOLDER % tune_job(spec, dataset, rule, arch).key
     return config
+
+
+def tune_job(spec: Spec, dataset: str, rule: str, arch: str) -> Job:
+    """The search of one cell: the cell's config (seed 0) with ``tune.overrides``, searched with the spec's budget."""
+    options = spec.tune or {}
+    config = merge(_base_config(spec, dataset, rule, arch, 0, tuned=False), options.get("overrides") or {})
+    config[TUNE_OPTIONS] = {k: options[k] for k in ("trials", "pruner", "seed", "timeout")}
+    return Job("tune", dataset, rule, arch, 0, config)
+
+
+def tuning_deps(config: dict) -> tuple[str, ...]:
+    """The tune job a run's config waits for (none for an untuned cell)."""
+    value = config.get(TUNED)
+    return (value[len("{tuned:"):-1],) if isinstance(value, str) and value.startswith("{tuned:") else ()
 
 
 def _with_callbacks(config: dict, callbacks: list[dict]) -> dict:
@@ -340,11 +394,13 @@ def expand(spec: Spec) -> list[Job]:
     cka = spec.analyses.get("cka")
     for dataset in spec.datasets:
         models: dict[tuple[str, str, int], str] = {}
+        if spec.tune is not None:
+            jobs += [tune_job(spec, dataset, rule, arch) for rule in spec.rules for arch in spec.architectures]
         for rule in spec.rules:
             for arch in spec.architectures:
                 for seed in spec.seeds:
                     config = _with_callbacks(_base_config(spec, dataset, rule, arch, seed), train_callbacks)
-                    job = Job("train", dataset, rule, arch, seed, config)
+                    job = Job("train", dataset, rule, arch, seed, config, deps=tuning_deps(config))
                     jobs.append(job)
                     models[(rule, arch, seed)] = job.key
         if backdoor is not None:
@@ -380,7 +436,7 @@ def _backdoor_jobs(spec: Spec, dataset: str, options: dict) -> list[Job]:
                         "seed": pair_index, **extra}}
                     config = _with_callbacks(config, [_callback("backdoor", {})])
                     variant = {"poison_rate": rate, "pair": pair_index, "source": source, "target": target}
-                    jobs.append(Job("train", dataset, rule, arch, seed, config, variant))
+                    jobs.append(Job("train", dataset, rule, arch, seed, config, variant, deps=tuning_deps(config)))
     return jobs
 
 
@@ -423,30 +479,21 @@ def check_job_configs(jobs: list[Job]) -> None:
         if shape in seen:
             continue
         seen.add(shape)
-        parse_config(job.config, "test" if job.kind == "cka" else "fit", job.name)
+        config = {k: v for k, v in job.config.items() if k not in (TUNED, TUNE_OPTIONS)}
+        parse_config(config, "test" if job.kind == "cka" else "fit", job.name)
 
 
 def parse_config(config: dict, subcommand: str, label: str) -> None:
-    """Run ``lightning-local <subcommand> --config ... --print_config`` in-process; SpecError with its message."""
+    """Resolve ``lightning-local <subcommand> --config ...`` in-process; SpecError with the CLI's message."""
     import tempfile
 
-    from lightning_local.cli.main import USER_ERRORS, build_cli
+    from lightning_local.cli.resolve import ConfigError, resolve_config
 
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
         yaml.safe_dump(config, handle, sort_keys=False)
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv[:]
-    sys.argv[1:] = []  # LightningCLI warns when it gets both args and a command line
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            build_cli([subcommand, "--config", handle.name, "--print_config"])
-    except SystemExit as exit_:
-        if exit_.code not in (0, None):
-            lines = [line.strip() for line in err.getvalue().splitlines() if "error:" in line]
-            message = lines[-1].split("error:", 1)[1].strip() if lines else err.getvalue().strip()[-300:]
-            raise SpecError(f"The config of {label} does not parse: {message}") from None
-    except USER_ERRORS as error:
-        raise SpecError(f"The config of {label} is invalid: {error}") from None
+        resolve_config(subcommand, ["--config", handle.name])
+    except ConfigError as error:
+        raise SpecError(f"The config of {label} does not parse: {error}") from None
     finally:
-        sys.argv[:] = argv
         Path(handle.name).unlink(missing_ok=True)

@@ -39,6 +39,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..module import SpikingClassifier
 
 
+#: The search space every built-in rule shares (``Learner.search_space``): each range holds our
+#: settings and Table VII's (``../shared/PAPER.md``) for N-MNIST, DVS Gesture and TIMIT. The decays
+#: are searched as time constants in steps on a log scale (``a = exp(-1/tau_syn)``: Table VII's
+#: a = 0.05 ... 0.99 is tau_syn = 0.33 ... 99.5; b = 0.2 ... 0.95 is tau_mem = 0.62 ... 19.5), and
+#: a config's ``alpha``/``beta`` is cleared when its time constant is tuned.
+NEURON_SPACE: dict[str, dict] = {
+    "model.lr": {"low": 1e-5, "high": 1e-2, "log": True},
+    "model.tau_syn": {"low": 0.3, "high": 100.0, "log": True, "clears": ["model.alpha"]},
+    "model.tau_mem": {"low": 0.6, "high": 100.0, "log": True, "clears": ["model.beta"]},
+    "model.v_th": {"low": 0.1, "high": 2.0},
+    "model.surrogate_scale": {"low": 2.0, "high": 100.0, "log": True},
+    "model.output_init_gain": {"low": 0.5, "high": 20.0, "log": True},
+    "data.init_args.batch_size": {"low": 4, "high": 256, "log": True},
+}
+
+
 @dataclass
 class LearnerStep:
     """What a learner returns for one training batch.
@@ -71,6 +87,11 @@ class Learner(nn.Module):
     #: True when :meth:`training_step` takes :class:`~lightning_local.sparse_frames.SparseFrames`
     #: batches (it passes the frames to the network's forward only); others get them densified.
     sparse_input: ClassVar[bool] = False
+    #: Hyper-parameters ``lightning-local tune`` searches for this rule: dotted ``fit`` config keys
+    #: -> a range (``{"low", "high", "log"}``, ints when both bounds are ints) or ``{"choices": [...]}``
+    #: (see :mod:`lightning_local.tuning.space`). Empty: the rule declares none, and ``tune`` asks for
+    #: ``--space FILE``. Built-in rules start from :data:`NEURON_SPACE`.
+    search_space: ClassVar[dict[str, dict]] = {}
 
     def check_network(self, network: "SpikingNetwork") -> None:
         """Refuse a network this rule cannot train (called before :meth:`attach`)."""

@@ -38,25 +38,12 @@ def write_spec(folder: Path, spec: dict, name: str = "spec.yaml") -> Path:
 
 
 def benchmark_env() -> dict:
-    """Environment of a benchmark subprocess whose runs can import this module (for :class:`SleepEachEpoch`)."""
+    """Environment of a benchmark subprocess whose runs can import this module and ``support`` (:class:`SleepEachEpoch`)."""
     import os
 
-    here = str(Path(__file__).resolve().parent)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
+    here = Path(__file__).resolve().parent
+    paths = [str(here), str(here.parent), os.environ.get("PYTHONPATH")]  # benchmark_helpers and support.*
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
 
 
-try:
-    import lightning.pytorch as pl
-
-    class SleepEachEpoch(pl.Callback):
-        """Sleeps after each training epoch, so a test can kill a run between two epochs."""
-
-        def __init__(self, seconds: float = 1.0) -> None:
-            self.seconds = seconds
-
-        def on_train_epoch_end(self, trainer, pl_module) -> None:
-            import time
-
-            time.sleep(self.seconds)
-except ImportError:  # pragma: no cover
-    pass
+from support.callbacks import SleepEachEpoch  # noqa: E402,F401  (runs name it benchmark_helpers.SleepEachEpoch)

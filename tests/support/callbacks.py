@@ -58,3 +58,15 @@ class KillAtEpoch(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch == self.epoch:
             os._exit(17)
+
+
+class SleepEachEpoch(pl.Callback):
+    """Sleeps after each training epoch, so a test can kill a run between two epochs."""
+
+    def __init__(self, seconds: float = 1.0) -> None:
+        self.seconds = seconds
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import time
+
+        time.sleep(self.seconds)
