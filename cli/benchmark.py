@@ -13,35 +13,19 @@ Rerunning the same command skips finished runs and resumes interrupted ones.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn, Optional, Sequence
+from typing import Optional, Sequence
 
-PROG = "lightning-local"
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad flags in the CLI's one-line format."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"{PROG}: error: benchmark: {message} (see lightning-local benchmark --help)", file=sys.stderr)
-        raise SystemExit(2)
+from .subcommand import PROG, SubcommandParser, add_executor_arguments, make_executor
 
 
-def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=f"{PROG} benchmark", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+def parser() -> SubcommandParser:
+    p = SubcommandParser("benchmark", __doc__)
     p.add_argument("--config", required=True, help="benchmark spec (YAML), e.g. configs/benchmark/smoke.yaml")
     p.add_argument("--output", help="folder of the store, runs and report (default: the spec's output, "
                                     "else ./benchmark/<name>)")
-    p.add_argument("--executor", choices=("local", "ray"), default="local")
-    p.add_argument("--workers", type=int, help="local: runs at once (default: 1 on CPU, one per GPU)")
-    p.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), default="auto",
-                   help="local: where runs train (auto: gpu when torch sees one)")
-    p.add_argument("--ray-address", default=None, help="ray: cluster address ('auto' = running cluster; "
-                                                       "default: start a local instance)")
-    p.add_argument("--ray-cpus", type=int, default=None, help="ray: CPUs of a new local instance (default: all)")
+    add_executor_arguments(p, "runs")
     p.add_argument("--dry-run", action="store_true", help="check the spec, list the runs and their status, run nothing")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from the store")
     return p
@@ -50,7 +34,6 @@ def parser() -> argparse.ArgumentParser:
 def run(args: Optional[Sequence[str]] = None) -> int:
     """Parse ``args``, run the grid and write the report; returns the exit code (1 if a run failed)."""
     from lightning_local.benchmark import ResultStore, expand, load_spec, run_grid, write_report
-    from lightning_local.benchmark.scheduler import LocalExecutor, RayExecutor
     from lightning_local.benchmark.tuned import export_tuned
 
     options = parser().parse_args(args)
@@ -69,16 +52,7 @@ def run(args: Optional[Sequence[str]] = None) -> int:
         return 0
     summary = None
     if not options.report_only:
-        if options.executor == "ray":
-            resources = {"num_cpus": 1, "num_gpus": 0, **spec.resources}
-            executor = RayExecutor(options.ray_address, local_cpus=options.ray_cpus, **resources)
-        else:
-            accelerator = options.accelerator
-            if accelerator == "auto":
-                import torch
-
-                accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-            executor = LocalExecutor(options.workers, accelerator)
+        executor = make_executor(options, spec.resources)
         summary = run_grid(jobs, store, executor)
         for path in export_tuned(spec, jobs, store, f"lightning-local benchmark --config {options.config}"):
             print(f"tuned config: {path}")

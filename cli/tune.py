@@ -24,22 +24,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn, Optional, Sequence
+from typing import Optional, Sequence
 
-PROG = "lightning-local"
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad flags in the CLI's one-line format."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"{PROG}: error: tune: {message} (see lightning-local tune --help)", file=sys.stderr)
-        raise SystemExit(2)
+from .subcommand import PROG, SubcommandParser, add_executor_arguments, make_executor
 
 
-def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=f"{PROG} tune", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+def parser() -> SubcommandParser:
+    p = SubcommandParser("tune", __doc__)
     p.add_argument("--config", required=True, help="the rule's fit config (YAML), e.g. configs/nmnist/bptt_ff.yaml")
     p.add_argument("--trials", type=int, default=20, help="budget: finished trials in the study (default 20)")
     p.add_argument("--timeout", type=float, default=None, help="seconds after which no new trial starts")
@@ -50,13 +41,7 @@ def parser() -> argparse.ArgumentParser:
                                                  "or {choices: [...]})")
     p.add_argument("--pruner", choices=("median", "halving", "none"), default="median")
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed")
-    p.add_argument("--executor", choices=("local", "ray"), default="local")
-    p.add_argument("--workers", type=int, default=None, help="local: trials at once (default: 1 on CPU, one per GPU)")
-    p.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), default="auto",
-                   help="where trials train (auto: gpu when torch sees one)")
-    p.add_argument("--ray-address", default=None, help="ray: cluster address ('auto' = running cluster; "
-                                                       "default: start a local instance)")
-    p.add_argument("--ray-cpus", type=int, default=None, help="ray: CPUs of a new local instance (default: all)")
+    add_executor_arguments(p, "trials")
     p.add_argument("--trial-cpus", type=float, default=1, help="ray: CPUs each trial asks for (default 1)")
     p.add_argument("--trial-gpus", type=float, default=0, help="ray: GPUs each trial asks for (default 0)")
     return p
@@ -108,28 +93,13 @@ def _class(path: str) -> type:
     return getattr(import_module(module), name)
 
 
-def make_executor(options: argparse.Namespace):
-    """The benchmark's executor for the trials (local worker threads or Ray tasks)."""
-    from lightning_local.benchmark.scheduler import LocalExecutor, RayExecutor
-
-    if options.executor == "ray":
-        return RayExecutor(options.ray_address, num_cpus=options.trial_cpus, num_gpus=options.trial_gpus,
-                           local_cpus=options.ray_cpus)
-    accelerator = options.accelerator
-    if accelerator == "auto":
-        import torch
-
-        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    return LocalExecutor(options.workers, accelerator)
-
-
 def run(args: Optional[Sequence[str]] = None) -> int:
     """Parse ``args``, run the search and write its outputs; returns the exit code."""
     from lightning_local.tuning import run_search
 
     options, fit_args = parser().parse_known_args(args)
     setup = setup_from(options, list(fit_args))
-    summary = run_search(setup, make_executor(options))
+    summary = run_search(setup, make_executor(options, {"num_cpus": options.trial_cpus, "num_gpus": options.trial_gpus}))
     best = summary["best"]
     counts = summary["counts"]
     print(f"tune {setup.study}: {summary['finished']}/{setup.trials} trials finished ({counts['complete']} complete, "

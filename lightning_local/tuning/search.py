@@ -29,7 +29,7 @@ from lightning_local.benchmark.runner import terminate_children
 
 from . import outputs
 from .space import Parameter, distributions, space_yaml, starting_point
-from .reporting import PRUNERS, make_pruner
+from .reporting import make_pruner
 from .study import FINISHED, METRIC, StudyError, abandoned, best_trial, claim, open_study, set_attrs, trial_folder
 from .trial import run_trial, trial_command
 

@@ -47,3 +47,5 @@ def benchmark_env() -> dict:
 
 
 from support.callbacks import SleepEachEpoch  # noqa: E402,F401  (runs name it benchmark_helpers.SleepEachEpoch)
+
+__all__ = ["REPO", "SleepEachEpoch", "benchmark_env", "tiny_spec", "write_spec"]

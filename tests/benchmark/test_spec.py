@@ -130,7 +130,8 @@ def test_presets_load(preset, monkeypatch):
             load_spec(path)
         return
     jobs = expand(load_spec(path))
-    assert jobs and all(j.kind in ("train", "cka") for j in jobs)
+    assert jobs and all(j.kind in ("train", "cka", "tune") for j in jobs)
+    assert ("tune:" in text) == any(j.kind == "tune" for j in jobs)
     if preset == "smoke.yaml":
         train = [j for j in jobs if j.kind == "train" and not j.variant and j.rule != "conversion"]
         assert {(j.rule, j.arch, j.seed) for j in train} == {(r, a, s) for r in ("bptt", "eprop") for a in ("ff", "rec") for s in (0, 1)}

@@ -140,3 +140,27 @@ def test_a_config_trains(config, nmnist_small, fast_trainer_args, tmp_path):
     main(["fit", "--config", str(CONFIGS / config), "--data.init_args.root", str(nmnist_small),
           "--data.init_args.n_time_bins", "20", *fast_trainer_args])
     assert list((tmp_path / "runs").rglob("last.ckpt"))
+
+
+TUNED = sorted((CONFIGS / "tuned").glob("*/*.yaml"))
+
+
+def test_the_tuned_configs_cover_every_rule_and_architecture_of_their_benchmark():
+    """configs/tuned/nmnist_small/ is what nmnist_small_tuned.yaml exports: one file per rule x architecture."""
+    spec = yaml.safe_load((CONFIGS / "benchmark" / "nmnist_small_tuned.yaml").read_text())
+    expected = {f"{rule}_{arch}.yaml" for rule in spec["rules"] for arch in spec["architectures"]}
+    assert spec["tune"]["export"].startswith("configs/tuned/nmnist_small/")
+    assert {p.name for p in TUNED if p.parent.name == "nmnist_small"} == expected
+
+
+@pytest.mark.parametrize("path", TUNED, ids=lambda p: str(p.relative_to(CONFIGS).with_suffix("")))
+def test_tuned_config_resolves_through_the_cli_with_its_tuned_values(path, capsys, monkeypatch):
+    monkeypatch.chdir(CONFIGS.parent)  # their data root is relative to the repository
+    text = path.read_text()
+    assert text.startswith("# Tuned settings for ") and "lightning-local benchmark --config" in text
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(path), "--print_config"])
+    assert exit_info.value.code == 0
+    resolved, written = yaml.safe_load(capsys.readouterr().out), yaml.safe_load(text)
+    assert resolved["model"]["lr"] == written["model"]["lr"]
+    assert resolved["data"]["init_args"]["batch_size"] == written["data"]["init_args"]["batch_size"]

@@ -9,6 +9,8 @@ import textwrap
 import zipfile
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[2]
 
 TOY_LEARNER = '''
@@ -22,6 +24,7 @@ from lightning_local.models import per_step_cross_entropy
 
 class ReadoutOnly(Learner):
     name = "readout_only"
+    search_space = {"model.lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}}  # its own, for `tune`
 
     def attach(self, network):
         for layer in network.layers[:-1]:
@@ -76,6 +79,17 @@ def test_separately_installed_learner_is_found_and_trains(nmnist_small, tmp_path
     assert marker.read_text() == "used"
     (config,) = (tmp_path / "runs").rglob("config.yaml")
     assert "toy_rules.ReadoutOnly" in config.read_text()
+
+    # `tune` searches the space the plugin declares
+    study = tmp_path / "study"
+    tuned = subprocess.run(
+        [sys.executable, "-m", "lightning_local.cli.main", "tune", "--config", str(config), "--trials", "1",
+         "--output", str(study), "--trainer.max_epochs", "1"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    assert list(yaml.safe_load((study / "space.yaml").read_text())) == ["model.lr"]
+    assert "toy_rules.ReadoutOnly" in (study / "best.yaml").read_text()
 
     # without the plugin on the path, the name is unknown and the error lists what exists
     missing = subprocess.run([sys.executable, "-m", "lightning_local.cli.main", "fit", "--learner", "readout_only"],
