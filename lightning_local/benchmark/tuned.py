@@ -95,7 +95,8 @@ def tuned_table(jobs: list[Job], runs: pd.DataFrame) -> pd.DataFrame:
         for key, value in best.get("params", {}).items():
             records.append({
                 "dataset": job.dataset, "rule": job.rule, "arch": job.arch, "setting": key,
-                "tuned": _with_decay(key, value), "untuned": _with_decay(key, _lookup(job.config, key)),
+                "tuned": _with_decay(key, value),
+                "untuned": _with_decay(key, _lookup(job.config, key)) if _lookup(job.config, key) is not None else "default",
                 "table_vii": _table_vii_value(key, table_vii), "best_val_acc": best.get("best_val_acc"),
                 "trial": best.get("trial"), "trials": best.get("trials"),
             })
