@@ -61,9 +61,9 @@ def setup_from(options: argparse.Namespace, fit_args: list[str]):
         raise StudyError(f"--trials must be at least 1 (got {options.trials}).")
     if options.timeout is not None and options.timeout <= 0:
         raise StudyError(f"--timeout must be positive seconds (got {options.timeout:g}).")
-    stray = [a for a in fit_args if not a.startswith("--") and not _follows_flag(fit_args, a)]
-    if fit_args and not fit_args[0].startswith("--") or stray:
-        raise StudyError(f"unexpected argument {(stray or fit_args)[0]!r}: tune takes --flags only (see lightning-local tune --help).")
+    stray = _stray_values(fit_args)
+    if stray:
+        raise StudyError(f"unexpected argument {stray[0]!r}: tune takes --flags only (see lightning-local tune --help).")
     try:
         resolved = resolve_config("fit", ["--config", str(config), *fit_args])
     except ConfigError as error:
@@ -80,10 +80,14 @@ def setup_from(options: argparse.Namespace, fit_args: list[str]):
                        timeout=options.timeout, pruner=options.pruner, seed=options.seed)
 
 
-def _follows_flag(args: list[str], value: str) -> bool:
-    """True when ``value`` is the value of the flag before it (``--trainer.max_epochs 3``)."""
-    index = args.index(value)
-    return index > 0 and args[index - 1].startswith("--") and "=" not in args[index - 1]
+def _stray_values(args: list[str]) -> list[str]:
+    """Words that are neither a ``--flag`` nor the value right after a flag without ``=``."""
+    stray = []
+    for i, word in enumerate(args):
+        follows_flag = i > 0 and args[i - 1].startswith("--") and "=" not in args[i - 1]
+        if not word.startswith("--") and not follows_flag:
+            stray.append(word)
+    return stray
 
 
 def _class(path: str) -> type:

@@ -218,3 +218,14 @@ def test_ray_runs_trials_in_parallel_on_one_study(tmp_path, tiny_digits):
     lines = result.stdout.splitlines()
     assert lines.index(starts[1]) < ends[0], "two trials ran at once"
     assert (output / "best.yaml").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--trials", "0"], "--trials must be at least 1 (got 0)."),
+    (["--trainer.max_epochs", "2", "3"], "unexpected argument '3': tune takes --flags only"),
+    (["--timeout", "-5"], "--timeout must be positive seconds (got -5)."),
+])
+def test_bad_tune_flags_give_one_line(tmp_path, args, message):
+    result = tune("--config", str(BPTT_FF), "--output", str(tmp_path / "study"), *args)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("lightning-local: error: ") and message in result.stderr
