@@ -29,7 +29,7 @@ import yaml
 
 from lightning_local.analysis.io import write_csv, write_text
 
-from .spec import PLACEHOLDER, TUNE_OPTIONS, TUNED, merge, nest
+from .spec import PLACEHOLDER, TUNE_OPTIONS, tuning_deps, with_settings
 from .store import HEARTBEAT_EVERY, ResultStore, owner_id
 
 LOG_NAME = "log.txt"
@@ -101,15 +101,14 @@ def terminate_children() -> None:
 
 def apply_tuned(config: dict, store: ResultStore) -> dict:
     """Replace a run's :data:`TUNED` placeholder by its cell's tuned settings (the tune job's best trial)."""
-    value = config.get(TUNED)
-    if value is None:
+    deps = tuning_deps(config)
+    if not deps:
         return config
-    key = str(value)[len("{tuned:"):-1]
-    row = store.get(key)
+    row = store.get(deps[0])
     settings = ((row or {}).get("metrics") or {}).get("settings")
     if settings is None:
-        raise RuntimeError(f"the tune job {key} of this cell has no tuned settings (status {(row or {}).get('status')})")
-    return merge({k: v for k, v in config.items() if k != TUNED}, nest(settings))
+        raise RuntimeError(f"the tune job {deps[0]} of this cell has no tuned settings (status {(row or {}).get('status')})")
+    return with_settings(config, settings)
 
 
 def tune_command(run_dir: Path, options: dict, accelerator: Optional[str]) -> list[str]:

@@ -371,7 +371,13 @@ def tune_job(spec: Spec, dataset: str, rule: str, arch: str) -> Job:
 def tuning_deps(config: dict) -> tuple[str, ...]:
     """The tune job a run's config waits for (none for an untuned cell)."""
     value = config.get(TUNED)
-    return (value[len("{tuned:"):-1],) if isinstance(value, str) and value.startswith("{tuned:") else ()
+    prefix = TUNED_PLACEHOLDER.split("%s")[0]
+    return (value[len(prefix):-1],) if isinstance(value, str) and value.startswith(prefix) else ()
+
+
+def with_settings(config: dict, settings: dict) -> dict:
+    """``config`` (less its :data:`TUNED` placeholder) with tuned ``settings`` (dotted key -> value) merged in."""
+    return merge({k: v for k, v in config.items() if k != TUNED}, nest(settings))
 
 
 def _with_callbacks(config: dict, callbacks: list[dict]) -> dict:

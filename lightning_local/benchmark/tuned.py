@@ -19,11 +19,15 @@ import yaml
 from lightning_local.analysis.io import write_text
 
 from . import paper
-from .spec import TUNED, Job, Spec, _base_config, merge, nest
+from lightning_local.learners import NEURON_SPACE
+from lightning_local.tuning.space import lookup
+
+from .spec import TUNED, Job, Spec, _base_config, with_settings
 from .store import ResultStore
 
-#: Tuned time constants and the Table VII decay each replaces (a = exp(-1/tau_syn), b = exp(-1/tau_mem)).
-DECAY_OF = {"model.tau_syn": "model.alpha", "model.tau_mem": "model.beta"}
+#: Tuned time constants and the Table VII decay each replaces (a = exp(-1/tau_syn), b = exp(-1/tau_mem)):
+#: what the neuron space's ``clears`` says.
+DECAY_OF = {key: spec["clears"][0] for key, spec in NEURON_SPACE.items() if spec.get("clears")}
 
 
 def export_tuned(spec: Spec, jobs: list[Job], store: ResultStore, command: str) -> list[Path]:
@@ -38,7 +42,7 @@ def export_tuned(spec: Spec, jobs: list[Job], store: ResultStore, command: str) 
         if job.kind != "tune" or row is None or row["status"] != "done":
             continue
         best = row["metrics"]
-        config = merge(_base_config(spec, job.dataset, job.rule, job.arch, 0, tuned=False), nest(best["settings"]))
+        config = with_settings(_base_config(spec, job.dataset, job.rule, job.arch, 0, tuned=False), best["settings"])
         written_root = spec.datasets[job.dataset].get("root_as_written")
         if written_root is not None:
             config["data"]["init_args"]["root"] = written_root
@@ -49,15 +53,6 @@ def export_tuned(spec: Spec, jobs: list[Job], store: ResultStore, command: str) 
                   f"# lightning-local fit --config {path}\n")
         written.append(write_text(path, header + yaml.safe_dump(config, sort_keys=False)))
     return written
-
-
-def _lookup(config: dict, key: str) -> Any:
-    node: Any = config
-    for part in key.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
 
 
 def _number(value: Any) -> str:
@@ -93,10 +88,11 @@ def tuned_table(jobs: list[Job], runs: pd.DataFrame) -> pd.DataFrame:
         job, best = by_key[run.key], run.metrics
         table_vii = paper.table_vii(job.dataset, job.rule, job.arch)
         for key, value in best.get("params", {}).items():
+            found, untuned = lookup(job.config, key)
             records.append({
                 "dataset": job.dataset, "rule": job.rule, "arch": job.arch, "setting": key,
                 "tuned": _with_decay(key, value),
-                "untuned": _with_decay(key, _lookup(job.config, key)) if _lookup(job.config, key) is not None else "default",
+                "untuned": _with_decay(key, untuned) if found and untuned is not None else "default",
                 "table_vii": _table_vii_value(key, table_vii), "best_val_acc": best.get("best_val_acc"),
                 "trial": best.get("trial"), "trials": best.get("trials"),
             })

@@ -14,6 +14,7 @@ from lightning_local.analysis.io import save_figure, write_csv, write_json, writ
 
 from .space import Parameter, settings
 from .study import best_trial, finished, trial_folder
+from .trial import strip_trial_settings
 
 TRIALS_CSV = "trials.csv"
 BEST_CONFIG = "best.yaml"
@@ -41,8 +42,6 @@ def write_trials_csv(study: optuna.Study, output: Path) -> Path:
 
 def best_config(study: optuna.Study, output: Path, header: str) -> Optional[Path]:
     """``best.yaml``: the best trial's complete ``fit`` config (its saved ``config.yaml`` less trial-only settings)."""
-    from .trial import strip_trial_settings
-
     best = best_trial(study)
     if best is None:
         return None
