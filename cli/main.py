@@ -355,6 +355,19 @@ def main(args: Optional[Sequence[str]] = None) -> None:
             raise
         print(f"lightning-local: error: {user_error}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Destroy a DDP process group before the interpreter exits.
+
+    Lightning destroys only NCCL groups at exit; a gloo group (DDP on CPUs) left to the
+    interpreter's teardown can abort the process ("terminate called without an active
+    exception", exit -6) after the run has finished and written its results.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _user_error(error: BaseException) -> Optional[BaseException]:
