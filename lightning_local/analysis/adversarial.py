@@ -1,16 +1,25 @@
 """FGSM inputs for a spiking network, crafted on a differentiable stand-in (torchattacks).
 
-**The paper's attack (default, ``attack_model="ann"``).** Table IV crafts the
-perturbation on the *ANN counterpart* and applies it to the SNN. The counterpart
-is :class:`~lightning_local.models.ann.ANNCounterpart`: the SNN's own weights
-``W_l`` with ReLU units on the time-averaged input ``a_0 = mean_t x^t`` (the ANN
-that ANN->SNN conversion trains; one definition, shared). It has no counterpart
-for the recurrent weights ``V`` of a REC net, so a REC net is attacked through
-its feed-forward weights only.
+**The paper's attack (``attack_model="ann"``).** Table IV crafts the perturbation
+on "the ANN counterpart" and applies it to the SNNs. We read this as a transfer
+attack from one separately trained ANN of the same topology: the ReLU ANN of an
+ANN->SNN conversion run (:class:`TrainedANN`, loaded from that run's checkpoint,
+``ann_checkpoint``), so every SNN - each rule, FF and REC - is evaluated on the
+*same* perturbed samples (docs/protocols.md, "Table IV and Figure 3"). The
+benchmark trains one such ANN per seed and gives its checkpoint to every run of
+that seed.
 
-*From the time-averaged input to the frames.* The attack is run on the model
-``frames -> ANN(mean_t frames)``, so torchattacks differentiates through the
-mean: ``dL/dx^t = (1/T) dL/da_0`` for every step ``t``. The sign of the gradient
+**The SNN's own counterpart (``attack_model="counterpart"``; the default without
+``ann_checkpoint``).** :class:`~lightning_local.models.ann.ANNCounterpart`: the
+SNN's own weights ``W_l`` with ReLU units on the time-averaged input ``a_0 =
+mean_t x^t``. It has no counterpart for the recurrent weights ``V`` of a REC net,
+so a REC net is attacked through its feed-forward weights only. Because the
+weights are the attacked model's own, this is close to a white-box attack, and FF
+and REC nets see different perturbations.
+
+*From the time-averaged input to the frames.* Both ANNs see a sum or mean of the
+frames over time, so torchattacks differentiates through it: ``dL/dx^t`` is the
+same for every step ``t`` (``dL/da_0`` times 1 or ``1/T``). The sign of the gradient
 is therefore the same at every step, ``sign(dL/da_0)``, and FGSM moves every
 frame by the same ``eps * sign(dL/da_0)`` before clamping to ``[0, 1]``. On
 binary frames the clamp keeps only the moves that stay in range (a pixel that
@@ -39,7 +48,7 @@ units of the features' training standard deviation).
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, Optional, get_args
 
 import torch
 import torchattacks
@@ -49,8 +58,42 @@ from ..models import SpikingNetwork
 from ..models.ann import ANNCounterpart
 from ..neurons import lif_update
 
-AttackModel = Literal["ann", "smoothed_snn", "snn"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ..module import SpikingClassifier
+
+AttackModel = Literal["ann", "counterpart", "smoothed_snn", "snn"]
 ATTACK_MODELS: tuple[str, ...] = get_args(AttackModel)
+
+
+class TrainedANN(nn.Module):
+    """The frozen ReLU ANN of an ANN->SNN conversion run: ``frames [B, T, N] -> logits [B, C]``.
+
+    Args:
+        classifier: a :class:`~lightning_local.module.SpikingClassifier` whose learner holds
+            an ANN (``learner.ann_logits``, e.g. the conversion rule); see :meth:`from_checkpoint`.
+    """
+
+    def __init__(self, classifier: "SpikingClassifier") -> None:
+        super().__init__()
+        if not callable(getattr(classifier.learner, "ann_logits", None)):
+            raise ValueError(f"The attack ANN must come from a run whose learner trains an ANN (conversion); "
+                             f"this checkpoint's learner is {type(classifier.learner).__name__}.")
+        self.classifier = classifier.eval().requires_grad_(False)
+
+    @classmethod
+    def from_checkpoint(cls, path: str, map_location: Optional[torch.device] = None) -> "TrainedANN":
+        """Load the conversion run's checkpoint ``path`` (its ANN weights are kept there beside the SNN's)."""
+        from ..module import SpikingClassifier  # noqa: PLC0415 (the module imports the analyses' neighbours)
+
+        return cls(SpikingClassifier.load_from_checkpoint(path, map_location=map_location))
+
+    @property
+    def num_inputs(self) -> int:
+        """Inputs per step the ANN was trained on."""
+        return self.classifier.network.num_inputs
+
+    def forward(self, frames: Tensor) -> Tensor:
+        return self.classifier.learner.ann_logits(self.classifier.network, frames)
 
 
 class SmoothedSNN(nn.Module):
@@ -104,19 +147,31 @@ class SNNLogits(nn.Module):
         return self.network(frames).logits
 
 
-def check_attack_model(kind: str) -> None:
-    """Reject an unknown attack model name with the list of valid ones."""
+def check_attack_model(kind: Optional[str], ann_checkpoint: Optional[str] = None) -> AttackModel:
+    """The attack model in use (``None``: ``"ann"`` with ``ann_checkpoint``, else ``"counterpart"``); one-line errors."""
+    if kind is None:
+        return "ann" if ann_checkpoint else "counterpart"
     if kind not in ATTACK_MODELS:
         raise ValueError(
-            f"Unknown attack model {kind!r}: use 'ann' (the paper's ReLU ANN counterpart), "
-            "'smoothed_snn' (the SNN with sigmoid spikes) or 'snn' (white-box)."
+            f"Unknown attack model {kind!r}: use 'ann' (a trained ANN from ann_checkpoint, the paper's), 'counterpart' "
+            "(the SNN's own weights as a ReLU ANN), 'smoothed_snn' (the SNN with sigmoid spikes) or 'snn' (white-box)."
         )
+    if kind == "ann" and not ann_checkpoint:
+        raise ValueError("attack_model='ann' needs ann_checkpoint: the checkpoint of a conversion run trained on the "
+                         "same data (or use attack_model='counterpart').")
+    return kind  # type: ignore[return-value]
 
 
-def attack_model(network: SpikingNetwork, kind: AttackModel = "ann", slope: float = 5.0) -> nn.Module:
-    """The differentiable model FGSM is computed on (see the module docstring)."""
-    check_attack_model(kind)
+def attack_model(network: SpikingNetwork, kind: AttackModel = "counterpart", slope: float = 5.0,
+                 ann: Optional[nn.Module] = None) -> nn.Module:
+    """The differentiable model FGSM is computed on (see the module docstring); ``ann``: the trained ANN for ``"ann"``."""
+    check_attack_model(kind, "given" if ann is not None else None)
     if kind == "ann":
+        if getattr(ann, "num_inputs", network.num_inputs) != network.num_inputs:
+            raise ValueError(f"The attack ANN takes {ann.num_inputs} inputs per step but the network "  # type: ignore[union-attr]
+                             f"{network.num_inputs}: train both on the same data.")
+        return ann  # type: ignore[return-value]
+    if kind == "counterpart":
         return ANNCounterpart(network)
     if kind == "smoothed_snn":
         return SmoothedSNN(network, slope)
@@ -144,3 +199,33 @@ def fgsm(model: nn.Module, frames: Tensor, labels: Tensor, epsilon: float) -> Te
     finally:
         for module, training in modes:
             module.training = training
+
+
+class Attack:
+    """The attack options the FGSM analyses share, and the attack model they build from them.
+
+    Args:
+        attack_model: ``"ann"``, ``"counterpart"``, ``"smoothed_snn"`` or ``"snn"`` (see the module
+            docstring); None: ``"ann"`` when ``ann_checkpoint`` is given, else ``"counterpart"``.
+        slope: sigmoid slope of the smoothed SNN (``"smoothed_snn"`` only).
+        ann_checkpoint: checkpoint of the conversion run whose ANN crafts the perturbation (``"ann"``).
+    """
+
+    def __init__(self, attack_model: Optional[AttackModel] = None, slope: float = 5.0,
+                 ann_checkpoint: Optional[str] = None) -> None:
+        self.kind = check_attack_model(attack_model, ann_checkpoint)
+        if slope <= 0:
+            raise ValueError(f"slope must be positive (got {slope}).")
+        self.slope = slope
+        self.ann_checkpoint = ann_checkpoint
+        self._ann: Optional[TrainedANN] = None
+
+    def model(self, network: SpikingNetwork, device: torch.device) -> nn.Module:
+        """The differentiable model to attack ``network`` through (the trained ANN is loaded once)."""
+        if self.kind == "ann" and self._ann is None:
+            self._ann = TrainedANN.from_checkpoint(str(self.ann_checkpoint), map_location=device)
+        return attack_model(network, self.kind, self.slope, None if self._ann is None else self._ann.to(device))
+
+    def describe(self) -> dict:
+        """What the result files record about the attack."""
+        return {"attack_model": self.kind, "slope": self.slope, "ann_checkpoint": self.ann_checkpoint}

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..module import SpikingClassifier
-from .adversarial import AttackModel, attack_model, check_attack_model, fgsm
+from .adversarial import Attack, AttackModel, fgsm
 from .base import EvaluationAnalysis
 from .cka import MIN_BATCH, MinibatchCKA
 from .fgsm_transfer import DEFAULT_EPSILONS
@@ -41,8 +41,8 @@ class AdversarialCKA(EvaluationAnalysis):
 
     Representations are the layers' spike trains concatenated over time (as in
     :class:`~lightning_local.analysis.CKAComparison`); FGSM inputs come from the
-    same attack as :class:`~lightning_local.analysis.FGSMTransfer` (the ReLU ANN
-    counterpart by default). CKA near 1 means the perturbation leaves the layer's
+    same attack as :class:`~lightning_local.analysis.FGSMTransfer` (a trained ANN
+    from ``ann_checkpoint``, the paper's, so FF and REC nets see the same perturbed samples). CKA near 1 means the perturbation leaves the layer's
     representation unchanged.
 
     Writes ``adversarial_cka_<stage>.csv`` (epsilon, layer, cka) and a line plot;
@@ -52,9 +52,10 @@ class AdversarialCKA(EvaluationAnalysis):
     Args:
         epsilons: FGSM L-inf sizes.
         num_samples: number of evaluation examples (None: all); batches under 4 examples are skipped.
-        attack_model: ``"ann"`` (ReLU ANN counterpart, the paper's), ``"smoothed_snn"`` or ``"snn"``
-            (see :class:`~lightning_local.analysis.FGSMTransfer`).
+        attack_model: ``"ann"``, ``"counterpart"``, ``"smoothed_snn"`` or ``"snn"`` (None: ``"ann"`` with
+            ``ann_checkpoint``, else ``"counterpart"``; see :class:`~lightning_local.analysis.FGSMTransfer`).
         slope: sigmoid slope of the smoothed SNN (``attack_model="smoothed_snn"`` only).
+        ann_checkpoint: checkpoint of a conversion run on the same data, whose ANN crafts the attack.
         subtract: path of a CSV written by this callback for another model.
         stages: when to run: ``"validate"`` and/or ``"test"``.
         output_dir: folder for the result files (default ``<log_dir>/analysis``).
@@ -66,8 +67,9 @@ class AdversarialCKA(EvaluationAnalysis):
         self,
         epsilons: Sequence[float] = DEFAULT_EPSILONS,
         num_samples: Optional[int] = 1024,
-        attack_model: AttackModel = "ann",
+        attack_model: Optional[AttackModel] = None,
         slope: float = 5.0,
+        ann_checkpoint: Optional[str] = None,
         subtract: Optional[str] = None,
         stages: Sequence[str] = ("test",),
         output_dir: Optional[str] = None,
@@ -75,17 +77,14 @@ class AdversarialCKA(EvaluationAnalysis):
         super().__init__(stages, output_dir)
         if not epsilons or any(eps <= 0 for eps in epsilons):
             raise ValueError(f"epsilons must be positive (got {list(epsilons)}).")
-        check_attack_model(attack_model)
-        if slope <= 0:
-            raise ValueError(f"slope must be positive (got {slope}).")
         self.epsilons = sorted(float(e) for e in epsilons)
         self.num_samples = num_samples
-        self.attack_model = attack_model
-        self.slope = slope
+        self.attack = Attack(attack_model, slope, ann_checkpoint)
+        self.attack_model = self.attack.kind
         self.subtract = subtract
 
     def analyse(self, trainer: "pl.Trainer", pl_module: SpikingClassifier, stage: str, loader: DataLoader) -> None:
-        attacker = attack_model(pl_module.network, self.attack_model, self.slope)
+        attacker = self.attack.model(pl_module.network, pl_module.device)
         layers = layer_names(pl_module.network)
         accumulators = [MinibatchCKA(len(layers), len(layers)) for _ in self.epsilons]
         count = torch.zeros(1, dtype=torch.float64)

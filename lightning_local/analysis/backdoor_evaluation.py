@@ -65,7 +65,10 @@ class BackdoorEvaluation(Callback):
     stamped on, see :class:`lightning_local.data.backdoor.Backdoor`) through the
     model's evaluation forward pass, logs ``test_asr`` and writes
     ``backdoor_test.json``/``.csv`` (clean accuracy, ASR, source, target,
-    poison rate, counts) and a bar chart. As a control it also logs
+    poison rate, counts) and a bar chart. It also logs ``test_acc_under_attack``:
+    the accuracy on the whole test split with the trigger stamped on the source
+    class's samples (the data module's ``attacked_test_dataset``; "accuracy under
+    attack" in the paper's Table V caption). As a control it also logs
     ``test_asr_baseline``: the share of the same source-class samples
     *without* trigger predicted as the target (what ASR would be with no
     backdoor effect). It does nothing (with a warning) when
@@ -90,6 +93,11 @@ class BackdoorEvaluation(Callback):
             return
         asr, total = self._target_rate(trainer, pl_module, dataset, datamodule)
         pl_module.log("test_asr", asr)
+        attacked = getattr(datamodule, "attacked_test_dataset", None)
+        under_attack = float("nan")
+        if attacked is not None:
+            under_attack = float(self._accuracy(trainer, pl_module, attacked, datamodule))
+            pl_module.log("test_acc_under_attack", under_attack)
         clean_source = getattr(datamodule, "source_test_dataset", None)
         baseline = float("nan")
         if clean_source is not None:
@@ -98,29 +106,45 @@ class BackdoorEvaluation(Callback):
             baseline = float(baseline_rate)
         self._result = {
             "attack_success_rate": float(asr),
+            "accuracy_under_attack": under_attack,
             "asr_baseline": baseline,
             "num_triggered": total,
             "source": int(datamodule.source),
             "target": int(datamodule.target),
             "pair": getattr(datamodule, "pair", None),
             "poison_rate": float(datamodule.poison_rate),
+            "poison_from": getattr(datamodule, "poison_from", "source"),
+            "relabel": bool(getattr(datamodule, "relabel", True)),
             "num_poisoned": len(datamodule.poisoned_indices),
             "trigger_indices": datamodule.trigger.indices.tolist(),
         }
 
     @staticmethod
-    def _target_rate(trainer: "pl.Trainer", pl_module: "pl.LightningModule", dataset: Dataset, datamodule: Any) -> tuple[Tensor, int]:
+    def _loader(trainer: "pl.Trainer", dataset: Dataset, datamodule: Any) -> DataLoader:
+        """This process's shard of ``dataset`` in order, with the data module's batch size and workers."""
+        return DataLoader(rank_shard(dataset, trainer), batch_size=datamodule.batch_size, shuffle=False,
+                          num_workers=datamodule.num_workers)
+
+    def _target_rate(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", dataset: Dataset, datamodule: Any) -> tuple[Tensor, int]:
         """Share of ``dataset`` predicted as the target (synced over processes) and the global count."""
         metric = AttackSuccessRate(datamodule.target).to(pl_module.device)
-        loader = DataLoader(rank_shard(dataset, trainer), batch_size=datamodule.batch_size, shuffle=False,
-                            num_workers=datamodule.num_workers)
         with torch.no_grad():
-            for frames, _ in batches(loader, pl_module.device):
+            for frames, _ in batches(self._loader(trainer, dataset, datamodule), pl_module.device):
                 metric.update(evaluate(pl_module, frames).logits)
         rate = metric.compute()  # synced over processes
         total = metric.total.double().reshape(1)
         all_reduce_sum(trainer, [total])
         return rate, int(total.item())
+
+    def _accuracy(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", dataset: Dataset, datamodule: Any) -> float:
+        """Accuracy on ``dataset`` against its own labels, summed over processes."""
+        counts = torch.zeros(2, dtype=torch.float64)  # correct, total
+        with torch.no_grad():
+            for frames, labels in batches(self._loader(trainer, dataset, datamodule), pl_module.device):
+                counts += torch.tensor([(evaluate(pl_module, frames).logits.argmax(-1) == labels).sum().item(), labels.numel()],
+                                       dtype=torch.float64)
+        all_reduce_sum(trainer, [counts])
+        return float(counts[0] / counts[1]) if counts[1] > 0 else float("nan")
 
     def on_test_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self._result is None or not trainer.is_global_zero:
@@ -133,7 +157,8 @@ class BackdoorEvaluation(Callback):
         save_figure(_bars(result), folder / f"{self.name}_test.png")
         report(
             f"Backdoor (source {result['source']} -> target {result['target']}, poison rate {result['poison_rate']:g}): "
-            f"clean accuracy {result['clean_accuracy']:.3f}, ASR {result['attack_success_rate']:.3f} "
+            f"clean accuracy {result['clean_accuracy']:.3f}, under attack {result['accuracy_under_attack']:.3f}, "
+            f"ASR {result['attack_success_rate']:.3f} "
             f"(without trigger {result['asr_baseline']:.3f}) "
             f"on {result['num_triggered']} triggered samples"
         )
@@ -142,8 +167,9 @@ class BackdoorEvaluation(Callback):
 def _bars(result: dict[str, Any]) -> Figure:
     figure = Figure(figsize=(3.2, 3))
     ax = figure.subplots()
-    ax.bar(["clean acc", "ASR", "no trigger"], [result["clean_accuracy"], result["attack_success_rate"], result["asr_baseline"]],
-           color=["tab:blue", "tab:red", "tab:gray"])
+    ax.bar(["clean acc", "under attack", "ASR", "no trigger"],
+           [result["clean_accuracy"], result["accuracy_under_attack"], result["attack_success_rate"], result["asr_baseline"]],
+           color=["tab:blue", "tab:cyan", "tab:red", "tab:gray"])
     ax.set_ylim(0, 1)
     ax.set_title(f"{result['source']}->{result['target']}, rate {result['poison_rate']:g}")
     return figure

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..module import SpikingClassifier
-from .adversarial import AttackModel, attack_model, check_attack_model, fgsm
+from .adversarial import Attack, AttackModel, fgsm
 from .base import EvaluationAnalysis
 from .io import report, save_figure, write_csv, write_json
 from .plots import accuracy_vs_epsilon
@@ -23,10 +23,10 @@ class FGSMTransfer(EvaluationAnalysis):
     """Accuracy of the SNN on FGSM inputs crafted on a differentiable counterpart, per epsilon.
 
     For every evaluation batch and epsilon, ``torchattacks.FGSM`` perturbs the
-    binary frames against the attack model (default: the paper's ReLU ANN
-    counterpart on the time-averaged input, whose sign perturbation lands on
-    every frame alike; see :mod:`lightning_local.analysis.adversarial` for the
-    attack models and the ``[0, 1]`` input scaling) and the SNN classifies the
+    binary frames against the attack model (the paper's: a trained ReLU ANN,
+    whose sign perturbation lands on every frame alike; see
+    :mod:`lightning_local.analysis.adversarial` for the attack models and the
+    ``[0, 1]`` input scaling) and the SNN classifies the
     perturbed frames with its usual evaluation forward pass. Row ``epsilon = 0`` is the clean accuracy.
     The attack model's own accuracy is reported too (it shows the attack works).
     Runs its own pass over the evaluation dataloader with inference mode off, so
@@ -38,10 +38,12 @@ class FGSMTransfer(EvaluationAnalysis):
     Args:
         epsilons: L-inf sizes of the perturbation (paper: 0.001 ... 0.05).
         num_samples: evaluate the first ``num_samples`` examples (None: all).
-        attack_model: ``"ann"`` (default, the paper's: ReLU ANN counterpart, transfer attack),
-            ``"smoothed_snn"`` (the SNN with sigmoid spikes, transfer attack) or ``"snn"``
-            (white-box through the SNN's surrogate gradient).
+        attack_model: ``"ann"`` (the paper's: a trained ANN from ``ann_checkpoint``, the same perturbed
+            samples for every model), ``"counterpart"`` (this SNN's own weights as a ReLU ANN),
+            ``"smoothed_snn"`` (the SNN with sigmoid spikes) or ``"snn"`` (white-box through the SNN's
+            surrogate gradient); None: ``"ann"`` with ``ann_checkpoint``, else ``"counterpart"``.
         slope: sigmoid slope of the smoothed SNN (``attack_model="smoothed_snn"`` only).
+        ann_checkpoint: checkpoint of a conversion run on the same data, whose ANN crafts the attack.
         stages: when to run: ``"validate"`` and/or ``"test"``.
         output_dir: folder for the result files (default ``<log_dir>/analysis``).
     """
@@ -52,24 +54,22 @@ class FGSMTransfer(EvaluationAnalysis):
         self,
         epsilons: Sequence[float] = DEFAULT_EPSILONS,
         num_samples: Optional[int] = None,
-        attack_model: AttackModel = "ann",
+        attack_model: Optional[AttackModel] = None,
         slope: float = 5.0,
+        ann_checkpoint: Optional[str] = None,
         stages: Sequence[str] = ("test",),
         output_dir: Optional[str] = None,
     ) -> None:
         super().__init__(stages, output_dir)
         if any(eps < 0 for eps in epsilons):
             raise ValueError(f"FGSM epsilons must be non-negative (got {list(epsilons)}).")
-        check_attack_model(attack_model)
-        if slope <= 0:
-            raise ValueError(f"slope must be positive (got {slope}).")
         self.epsilons = [0.0] + sorted(float(e) for e in epsilons if e > 0)
         self.num_samples = num_samples
-        self.attack_model = attack_model
-        self.slope = slope
+        self.attack = Attack(attack_model, slope, ann_checkpoint)
+        self.attack_model = self.attack.kind
 
     def analyse(self, trainer: "pl.Trainer", pl_module: SpikingClassifier, stage: str, loader: DataLoader) -> None:
-        attacker = attack_model(pl_module.network, self.attack_model, self.slope)
+        attacker = self.attack.model(pl_module.network, pl_module.device)
         snn_correct = torch.zeros(len(self.epsilons), dtype=torch.float64)
         attacker_correct = torch.zeros_like(snn_correct)
         count = torch.zeros(1, dtype=torch.float64)
@@ -89,7 +89,7 @@ class FGSMTransfer(EvaluationAnalysis):
             for eps, s, a in zip(self.epsilons, snn_correct.tolist(), attacker_correct.tolist())
         ]
         write_csv(self.path(trainer, stage, ".csv"), rows)
-        write_json(self.path(trainer, stage, ".json"), {"attack_model": self.attack_model, "slope": self.slope, "rows": rows})
+        write_json(self.path(trainer, stage, ".json"), {**self.attack.describe(), "rows": rows})
         curves = {
             "SNN": [r["snn_accuracy"] for r in rows],
             f"attack model ({self.attack_model})": [r["attack_model_accuracy"] for r in rows],

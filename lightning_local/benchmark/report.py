@@ -18,26 +18,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from lightning_local.analysis.adversarial_cka import cka_difference
 from lightning_local.analysis.io import save_figure, write_csv, write_text
 
 from . import paper
+from . import findings
+from .results import adversarial_cka_per_seed, cka_per_seed, fisher_per_seed, layer_order, markdown, runs_frame, mean_std_n, title
 from .spec import Job
 from .store import ResultStore
 from .tuned import tuned_cells, tuned_table
-
-DATASET_TITLES = {"nmnist": "N-MNIST", "dvsgesture": "DVS Gesture", "timit": "TIMIT", "saccade_digits": "saccade digits"}
-
-
-def _title(dataset: str) -> str:
-    return DATASET_TITLES.get(dataset, dataset)
-
-
-def _stats(values: pd.Series) -> dict:
-    values = values.dropna().astype(float)
-    n = len(values)
-    return {"mean": float(values.mean()) if n else np.nan, "std": float(values.std(ddof=1)) if n > 1 else 0.0, "n": n}
-
 
 def _cell(mean: float, std: float, n: int, paper_value: Optional[float] = None) -> str:
     if n == 0 or np.isnan(mean):
@@ -49,30 +37,6 @@ def _cell(mean: float, std: float, n: int, paper_value: Optional[float] = None) 
     return text
 
 
-def _markdown(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "|" + "---|" * len(frame.columns)
-    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *rows])
-
-
-def runs_frame(jobs: list[Job], store: ResultStore) -> pd.DataFrame:
-    """One row per job of the grid with its status, metrics and paths."""
-    rows = {row["key"]: row for row in store.runs([j.key for j in jobs])}
-    records = []
-    for job in jobs:
-        row = rows.get(job.key, {})
-        records.append({
-            "key": job.key, "kind": job.kind, "name": job.name, "dataset": job.dataset,
-            "network": (job.config.get("model") or {}).get("synapse", "linear"), "rule": job.rule,
-            "arch": job.arch, "seed": job.seed, "poison_rate": job.variant.get("poison_rate"),
-            "pair": job.variant.get("pair"), "status": row.get("status", "pending"),
-            "seconds": row.get("seconds"), "metrics": row.get("metrics") or {}, "paths": row.get("paths") or {},
-            "error": row.get("error"), "run_dir": row.get("run_dir"),
-        })
-    return pd.DataFrame(records)
-
-
 # ----------------------------------------------------------------------------- tables
 def table_iii(runs: pd.DataFrame) -> pd.DataFrame:
     """Test accuracy % per dataset, network (linear/conv), rule, arch (the main grid, no backdoor runs).
@@ -82,8 +46,8 @@ def table_iii(runs: pd.DataFrame) -> pd.DataFrame:
     main = runs[(runs.kind == "train") & runs.poison_rate.isna() & (runs.status == "done")]
     rows = []
     for (dataset, network, rule, arch), group in main.groupby(["dataset", "network", "rule", "arch"], sort=False):
-        stats = _stats(group.metrics.map(lambda m: 100 * m["test_acc"] if "test_acc" in m else np.nan))
-        rows.append({"dataset": dataset, "network": network, "rule": rule, "arch": arch, **stats,
+        cell = mean_std_n(group.metrics.map(lambda m: 100 * m["test_acc"] if "test_acc" in m else np.nan))
+        rows.append({"dataset": dataset, "network": network, "rule": rule, "arch": arch, **cell,
                      "paper": paper.table_iii(rule, dataset, arch, network)})
     return pd.DataFrame(rows, columns=["dataset", "network", "rule", "arch", "mean", "std", "n", "paper"])
 
@@ -95,72 +59,49 @@ def table_iv(runs: pd.DataFrame) -> pd.DataFrame:
     for (dataset, rule, arch), group in main.groupby(["dataset", "rule", "arch"], sort=False):
         per_run = [m["fgsm"] for m in group.metrics if "fgsm" in m]
         for eps in sorted({float(e) for r in per_run for e in r}):
-            stats = _stats(pd.Series([100 * r[f"{eps:g}"] for r in per_run if f"{eps:g}" in r]))
+            stats = mean_std_n(pd.Series([100 * r[f"{eps:g}"] for r in per_run if f"{eps:g}" in r]))
             rows.append({"dataset": dataset, "rule": rule, "arch": arch, "epsilon": eps, **stats,
                          "paper": paper.table_iv(rule, dataset, arch, eps)})
     return pd.DataFrame(rows, columns=["dataset", "rule", "arch", "epsilon", "mean", "std", "n", "paper"])
 
 
 def table_v(runs: pd.DataFrame) -> pd.DataFrame:
-    """Clean accuracy % and attack success rate % per poison rate, over the (source, target) pairs."""
+    """Accuracy under attack %, clean accuracy % and attack success rate % per poison rate, over the (source, target) pairs.
+
+    Accuracy under attack: the whole test split with the source class triggered (the paper's caption); clean: no trigger.
+    """
     backdoor = runs[runs.poison_rate.notna() & (runs.status == "done")]
     rows = []
     for (dataset, rule, arch, rate), group in backdoor.groupby(["dataset", "rule", "arch", "poison_rate"], sort=False):
         results = [m["backdoor"] for m in group.metrics if "backdoor" in m]
-        clean = _stats(pd.Series([100 * r["clean_accuracy"] for r in results]))
-        asr = _stats(pd.Series([100 * r["attack_success_rate"] for r in results]))
+        clean = mean_std_n(pd.Series([100 * r["clean_accuracy"] for r in results]))
+        attacked = mean_std_n(pd.Series([100 * r.get("accuracy_under_attack", np.nan) for r in results]))
+        asr = mean_std_n(pd.Series([100 * r["attack_success_rate"] for r in results]))
         ref = paper.table_v(rule, dataset, arch, rate)
         rows.append({"dataset": dataset, "rule": rule, "arch": arch, "poison_rate": rate,
+                     "attacked_mean": attacked["mean"], "attacked_std": attacked["std"],
                      "clean_mean": clean["mean"], "clean_std": clean["std"], "asr_mean": asr["mean"], "asr_std": asr["std"],
                      "n": clean["n"], "pairs": ", ".join(f"{r['source']}->{r['target']}" for r in results),
                      "paper_clean": ref[0] if ref else None, "paper_asr": ref[1] if ref else None})
-    return pd.DataFrame(rows, columns=["dataset", "rule", "arch", "poison_rate", "clean_mean", "clean_std", "asr_mean",
+    return pd.DataFrame(rows, columns=["dataset", "rule", "arch", "poison_rate", "attacked_mean", "attacked_std",
+                                       "clean_mean", "clean_std", "asr_mean",
                                        "asr_std", "n", "pairs", "paper_clean", "paper_asr"])
 
 
 # ----------------------------------------------------------------------------- figures' data
 def figure_2(runs: pd.DataFrame) -> pd.DataFrame:
     """Layer-wise CKA (same layer in both models) between rules and with the converted SNN, over seeds."""
-    cka = runs[(runs.kind == "cka") & (runs.status == "done")]
-    rows = [
-        {"dataset": r.dataset, "arch": r.arch, "seed": r.seed, "pair": f"{r.rule} vs {e['reference']}",
-         "layer": e["model_layer"], "cka": e["cka"]}
-        for r in cka.itertuples() for e in r.metrics.get("cka", []) if e["model_layer"] == e["reference_layer"]
-    ]
-    frame = pd.DataFrame(rows, columns=["dataset", "arch", "seed", "pair", "layer", "cka"])
-    return _aggregate(frame, ["dataset", "arch", "pair", "layer"], "cka")
+    return _aggregate(cka_per_seed(runs), ["dataset", "arch", "pair", "layer"], "cka")
 
 
 def figure_3(runs: pd.DataFrame) -> pd.DataFrame:
     """Per layer and epsilon, CKA(clean, FGSM) of REC minus FF, paired by seed, then over seeds."""
-    main = runs[(runs.kind == "train") & runs.poison_rate.isna() & (runs.status == "done")]
-    tables = {(r.dataset, r.rule, r.arch, r.seed): r.paths["adversarial_cka"]
-              for r in main.itertuples() if "adversarial_cka" in r.paths}
-    rows = []
-    for (dataset, rule, arch, seed), path in tables.items():
-        if arch != "rec" or (dataset, rule, "ff", seed) not in tables:
-            continue
-        diff = cka_difference(pd.read_csv(path), pd.read_csv(tables[(dataset, rule, "ff", seed)]))
-        rows += [{"dataset": dataset, "rule": rule, "seed": seed, "epsilon": d.epsilon, "layer": d.layer,
-                  "cka": d.cka} for d in diff.itertuples()]
-    frame = pd.DataFrame(rows, columns=["dataset", "rule", "seed", "epsilon", "layer", "cka"])
-    return _aggregate(frame, ["dataset", "rule", "epsilon", "layer"], "cka")
+    return _aggregate(adversarial_cka_per_seed(runs), ["dataset", "rule", "epsilon", "layer"], "cka")
 
 
 def figure_4(runs: pd.DataFrame) -> pd.DataFrame:
     """Normalized Fisher information per layer (mean over t) for LW-FF, LW-REC, RW-REC per epoch, over seeds."""
-    main = runs[(runs.kind == "train") & runs.poison_rate.isna() & (runs.status == "done")]
-    parts = []
-    for r in main.itertuples():
-        if "fisher" not in r.paths:
-            continue
-        table = pd.read_csv(r.paths["fisher"])
-        per_layer = table.groupby(["epoch", "layer", "weights"], sort=False).fisher_normalized.mean().reset_index()
-        per_layer["series"] = per_layer.weights + "-" + r.arch.upper()
-        parts.append(per_layer.assign(dataset=r.dataset, rule=r.rule, seed=r.seed))
-    columns = ["dataset", "rule", "series", "epoch", "layer", "seed", "fisher_normalized"]
-    frame = pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
-    return _aggregate(frame, ["dataset", "rule", "series", "epoch", "layer"], "fisher_normalized")
+    return _aggregate(fisher_per_seed(runs), ["dataset", "rule", "series", "epoch", "layer"], "fisher_normalized")
 
 
 def _aggregate(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
@@ -192,19 +133,14 @@ def _lines(ax, frame: pd.DataFrame, x: str, series: str, xticks: Optional[list] 
     ax.legend(fontsize=7)
 
 
-def _layers(frame: pd.DataFrame) -> list[str]:
-    names = list(dict.fromkeys(frame.layer))
-    return sorted(names, key=lambda n: (n == "output", n))
-
-
 def plot_figure_2(data: pd.DataFrame) -> Optional[Figure]:
     panels = list(data.groupby(["dataset", "arch"], sort=False))
     if not panels:
         return None
     figure, axes = _grid(panels)
     for ax, ((dataset, arch), group) in zip(axes, panels):
-        _lines(ax, group, "layer", "pair", _layers(group))
-        ax.set_title(f"{_title(dataset)} {arch.upper()}: layer-wise CKA", fontsize=10)
+        _lines(ax, group, "layer", "pair", layer_order(group))
+        ax.set_title(f"{title(dataset)} {arch.upper()}: layer-wise CKA", fontsize=10)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("linear CKA")
     return figure
@@ -217,9 +153,9 @@ def plot_figure_3(data: pd.DataFrame) -> Optional[Figure]:
     figure, axes = _grid(panels)
     for ax, ((dataset, rule), group) in zip(axes, panels):
         group = group.assign(eps=group.epsilon.map(lambda e: f"eps={e:g}"))
-        _lines(ax, group, "layer", "eps", _layers(group))
+        _lines(ax, group, "layer", "eps", layer_order(group))
         ax.axhline(0, color="black", lw=0.8)
-        ax.set_title(f"{_title(dataset)} {rule}: REC - FF", fontsize=10)
+        ax.set_title(f"{title(dataset)} {rule}: REC - FF", fontsize=10)
         ax.set_ylabel("CKA(clean, FGSM) difference")
     return figure
 
@@ -232,7 +168,7 @@ def plot_figure_4(data: pd.DataFrame) -> Optional[Figure]:
     for ax, ((dataset, rule, series), group) in zip(axes, panels):
         _lines(ax, group, "epoch", "layer")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(f"{_title(dataset)} {rule}: {series}", fontsize=10)
+        ax.set_title(f"{title(dataset)} {rule}: {series}", fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylabel("normalized Fisher (mean over t)")
     return figure
@@ -247,7 +183,7 @@ def _pivot_iii(table: pd.DataFrame) -> pd.DataFrame:
         for dataset, network, arch in columns:
             match = table[(table.rule == rule) & (table.dataset == dataset) & (table.network == network) & (table.arch == arch)]
             conv = " conv (Table VI)" if network == "conv" else ""
-            row[f"{_title(dataset)}{conv} {arch.upper()}"] = (
+            row[f"{title(dataset)}{conv} {arch.upper()}"] = (
                 _cell(match["mean"].iloc[0], match["std"].iloc[0], int(match.n.iloc[0]), match.paper.iloc[0])
                 if len(match) else "–")
         rows.append(row)
@@ -274,7 +210,7 @@ def _cell_iv(r) -> str:
 
 
 def _cell_v(r) -> str:
-    text = f"{r.clean_mean:.2f} ± {r.clean_std:.2f} / {r.asr_mean:.2f} ± {r.asr_std:.2f} (n={int(r.n)})"
+    text = f"{r.attacked_mean:.2f} ± {r.attacked_std:.2f} / {r.asr_mean:.2f} ± {r.asr_std:.2f} (n={int(r.n)})"
     if not pd.isna(r.paper_clean):
         text += f" [paper {r.paper_clean:.2f} / {r.paper_asr:.2f}]"
     return text
@@ -300,7 +236,7 @@ def _tuning_section(jobs: list[Job], runs: pd.DataFrame, folder: Path) -> list[s
                              val=table.best_val_acc.map(lambda v: f"{100 * v:.2f}"))
         shown = shown[["cell", "setting", "tuned", "untuned", "table_vii", "val", "trial"]].rename(columns={
             "untuned": "untuned config", "table_vii": "Table VII", "val": "best val_acc (%)", "trial": "best trial"})
-        lines += [_markdown(shown), "", "Time constants are in steps, with the decay factor they give "
+        lines += [markdown(shown), "", "Time constants are in steps, with the decay factor they give "
                   "(Table VII states decays: alpha = exp(-1/tau_syn), beta = exp(-1/tau_mem)). File: tuned_settings.csv.", ""]
     return lines
 
@@ -308,11 +244,13 @@ def _tuning_section(jobs: list[Job], runs: pd.DataFrame, folder: Path) -> list[s
 def write_report(jobs: list[Job], store: ResultStore, folder: Path, spec_name: str,
                  summary: Optional[dict] = None) -> Path:
     """Write ``report.md``, the CSVs and the figures into ``folder``; returns the report's path."""
+
     folder = Path(folder)
     runs = runs_frame(jobs, store)
     iii, iv, v = table_iii(runs), table_iv(runs), table_v(runs)
     fig2, fig3, fig4 = figure_2(runs), figure_3(runs), figure_4(runs)
-    for name, frame in {"table3_accuracy": iii, "table4_fgsm": iv, "table5_backdoor": v, "fig2_cka": fig2,
+    found = findings.findings(runs)
+    for name, frame in {"findings": found, "table3_accuracy": iii, "table4_fgsm": iv, "table5_backdoor": v, "fig2_cka": fig2,
                         "fig3_adversarial_cka_rec_minus_ff": fig3, "fig4_fisher": fig4}.items():
         write_csv(folder / f"{name}.csv", frame)
     status_csv = runs.drop(columns=["metrics", "paths"])
@@ -336,19 +274,23 @@ def write_report(jobs: list[Job], store: ResultStore, folder: Path, spec_name: s
         lines += [f"Wall time of the last invocation: {summary['seconds']:.0f} s "
                   f"({summary['done'] - summary['earlier']} runs finished now, {summary['earlier']} earlier, "
                   f"{summary['failed']} failed).", ""]
+    lines += findings.section(found)
     lines += ["## Table III: test accuracy (%)", ""]
-    lines += [_markdown(_pivot_iii(iii)) if len(iii) else "No finished training runs.", ""]
+    lines += [markdown(_pivot_iii(iii)) if len(iii) else "No finished training runs.", ""]
     lines += _tuning_section(jobs, runs, folder)
     if len(iv):
         lines += ["## Table IV: accuracy (%) under FGSM per epsilon", "",
                   "Epsilon 0 is the clean accuracy on the samples the attack used (`fgsm.num_samples`), so it can "
                   "differ from Table III.", ""]
         for dataset, frame in _pivot_per_setting(iv, "epsilon", _cell_iv).items():
-            lines += [f"### {_title(dataset)}", "", _markdown(frame), ""]
+            lines += [f"### {title(dataset)}", "", markdown(frame), ""]
     if len(v):
-        lines += ["## Table V: backdoor, clean accuracy (%) / attack success rate (%) per poison rate", ""]
+        lines += ["## Table V: backdoor, accuracy under attack (%) / attack success rate (%) per poison rate", "",
+                  "Accuracy under attack: the test split with the trigger on the source class's samples (the paper's "
+                  "caption); ASR: the share of triggered source-class test samples predicted as the target. The clean "
+                  "accuracy (no trigger) is in table5_backdoor.csv. Protocol: docs/protocols.md.", ""]
         for dataset, frame in _pivot_per_setting(v, "poison_rate", _cell_v).items():
-            lines += [f"### {_title(dataset)}", "", _markdown(frame), ""]
+            lines += [f"### {title(dataset)}", "", markdown(frame), ""]
         lines += ["Pairs (source->target) per row: see table5_backdoor.csv.", ""]
     captions = {
         "fig2_cka": "Figure 2: layer-wise linear CKA between rules and between conversion and each rule "
@@ -362,6 +304,6 @@ def write_report(jobs: list[Job], store: ResultStore, folder: Path, spec_name: s
     failed = runs[runs.status == "failed"]
     if len(failed):
         lines += ["## Failed runs", ""] + [f"- {r.name} ({r.run_dir}): {r.error}" for r in failed.itertuples()] + [""]
-    lines += ["Files: table3_accuracy.csv, table4_fgsm.csv, table5_backdoor.csv, fig2_cka.csv, "
+    lines += ["Files: findings.csv, table3_accuracy.csv, table4_fgsm.csv, table5_backdoor.csv, fig2_cka.csv, "
               "fig3_adversarial_cka_rec_minus_ff.csv, fig4_fisher.csv, runs.csv (status and folder of every run).", ""]
     return write_text(folder / "report.md", "\n".join(lines))

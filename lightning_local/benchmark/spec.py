@@ -24,6 +24,13 @@ Example (see ``configs/benchmark/``)::
       cka: {conversion: "configs/{dataset}/conversion_ff.yaml"}
       adversarial_cka: {epsilons: [0.01, 0.05]}
       fisher: {num_samples: 64}
+
+FGSM (``fgsm``, ``adversarial_cka``) is crafted on a trained ANN, as in the paper's
+Table IV: one ANN->SNN conversion run per dataset and seed (config: ``cka.conversion``,
+else ``configs/{dataset}/conversion_ff.yaml``) whose ANN attacks every run of that seed,
+FF and REC alike, so they all see the same perturbed samples. ``attack_model:
+counterpart`` (or any other attack model) opts out; the converted SNNs are the same runs
+Figure 2's CKA compares with.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ ANALYSIS_CALLBACKS = {
     "backdoor": "lightning_local.analysis.BackdoorEvaluation",
 }
 BACKDOOR_DATA = "lightning_local.data.backdoor.Backdoor"
+ATTACKED = ("fgsm", "adversarial_cka")  # analyses crafting FGSM on the seed's trained ANN (unless told otherwise)
 # Options the benchmark itself consumes (everything else goes to the callback / data module).
 OWN_OPTIONS = {"backdoor": {"poison_rates", "pairs", "pair_seed"}, "cka": {"conversion", "architectures"}}
 PLACEHOLDER = "{checkpoint:%s}"  # replaced by a dependency's best checkpoint when a job starts
@@ -392,27 +400,61 @@ def _callback(analysis: str, options: dict) -> dict:
     return {"class_path": ANALYSIS_CALLBACKS[analysis], "init_args": args}
 
 
+def _attacks_with_ann(spec: Spec) -> list[str]:
+    """The FGSM analyses of the spec that craft their attack on the seed's trained ANN."""
+    return [a for a in ATTACKED if a in spec.analyses and spec.analyses[a].get("attack_model", "ann") == "ann"
+            and not spec.analyses[a].get("ann_checkpoint")]
+
+
+def _conversion_jobs(spec: Spec, dataset: str) -> dict[int, Job]:
+    """One ANN->SNN conversion run per seed, when Figure 2 compares with it or an FGSM analysis attacks with its ANN."""
+    compared = bool((spec.analyses.get("cka") or {}).get("conversion"))
+    if not compared and not _attacks_with_ann(spec):
+        return {}
+    template = (spec.analyses.get("cka") or {}).get("conversion") or _ann_template(spec, dataset)
+    return {seed: Job("train", dataset, "conversion", "ff", seed, _base_config(spec, dataset, "conversion", "ff", seed, template))
+            for seed in spec.seeds}
+
+
+def _ann_template(spec: Spec, dataset: str) -> str:
+    """The conversion config of FGSM's ANN without ``cka.conversion``: the spec's own template's, if it has one."""
+    own = spec.datasets[dataset].get("config") or spec.config
+    found = resolve_path(own.format(dataset=dataset, rule="conversion", arch="ff"), _anchors(spec.path))
+    return own if found is not None and found.is_file() else DEFAULT_CONVERSION_CONFIG
+
+
+def _train_callbacks(spec: Spec, ann: Optional[Job]) -> list[dict]:
+    """The analysis callbacks of a main training run; FGSM analyses get ``ann``'s checkpoint to attack with."""
+    attacked = _attacks_with_ann(spec) if ann is not None else []
+    return [_callback(a, {**spec.analyses[a], **({"ann_checkpoint": PLACEHOLDER % ann.key} if a in attacked else {})})
+            for a in ("fgsm", "adversarial_cka", "fisher") if a in spec.analyses]
+
+
 def expand(spec: Spec) -> list[Job]:
-    """All jobs of the grid, training runs first, then the CKA tests that need them."""
+    """All jobs of the grid: conversion runs (FGSM's ANN, Figure 2), training runs, then the CKA tests that need them."""
     jobs: list[Job] = []
-    train_callbacks = [_callback(a, spec.analyses[a]) for a in ("fgsm", "adversarial_cka", "fisher") if a in spec.analyses]
     backdoor = spec.analyses.get("backdoor")
     cka = spec.analyses.get("cka")
     for dataset in spec.datasets:
         models: dict[tuple[str, str, int], str] = {}
+        conversions = _conversion_jobs(spec, dataset)
+        jobs += list(conversions.values())
         if spec.tune is not None:
             jobs += [tune_job(spec, dataset, rule, arch) for rule in spec.rules for arch in spec.architectures]
         for rule in spec.rules:
             for arch in spec.architectures:
                 for seed in spec.seeds:
-                    config = _with_callbacks(_base_config(spec, dataset, rule, arch, seed), train_callbacks)
-                    job = Job("train", dataset, rule, arch, seed, config, deps=tuning_deps(config))
+                    ann = conversions.get(seed) if _attacks_with_ann(spec) else None
+                    config = _with_callbacks(_base_config(spec, dataset, rule, arch, seed), _train_callbacks(spec, ann))
+                    deps = tuning_deps(config) + ((ann.key,) if ann is not None else ())
+                    job = Job("train", dataset, rule, arch, seed, config, deps=deps)
                     jobs.append(job)
                     models[(rule, arch, seed)] = job.key
         if backdoor is not None:
             jobs += _backdoor_jobs(spec, dataset, backdoor)
         if cka is not None:
-            jobs += _cka_jobs(spec, dataset, cka, models)
+            compared = {seed: job.key for seed, job in conversions.items()} if cka.get("conversion") else {}
+            jobs += _cka_jobs(spec, dataset, cka, models, compared)
     return jobs
 
 
@@ -446,17 +488,10 @@ def _backdoor_jobs(spec: Spec, dataset: str, options: dict) -> list[Job]:
     return jobs
 
 
-def _cka_jobs(spec: Spec, dataset: str, options: dict, models: dict) -> list[Job]:
-    """Figure 2: the converted SNNs' training runs, then per arch and seed every rule against the later
-    rules and the converted SNN (CKA is symmetric, so each pair is tested once)."""
+def _cka_jobs(spec: Spec, dataset: str, options: dict, models: dict, conversion: dict[int, str]) -> list[Job]:
+    """Figure 2: per arch and seed every rule against the later rules and the seed's converted SNN
+    (``conversion``: seed -> its run's key; CKA is symmetric, so each pair is tested once)."""
     out = []
-    conversion: dict[int, str] = {}
-    if options.get("conversion"):
-        for seed in spec.seeds:
-            job = Job("train", dataset, "conversion", "ff", seed,
-                      _base_config(spec, dataset, "conversion", "ff", seed, options["conversion"]))
-            out.append(job)
-            conversion[seed] = job.key
     callback_options = {k: v for k, v in options.items() if k not in OWN_OPTIONS["cka"]}
     for arch in options["architectures"]:
         for seed in spec.seeds:

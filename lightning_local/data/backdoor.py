@@ -2,16 +2,20 @@
 
 :class:`Backdoor` wraps another :class:`EventDataModule` (``base``). A trigger
 - a few input pixels switched on at *every* time step - is stamped on exactly
-``round(poison_rate * n_source)`` (rounded half up) training samples of the
-SOURCE class, chosen with ``seed``, and those samples are relabelled as the
-TARGET class. The (source, target) pair is number ``pair`` of ``num_pairs``
+``round(poison_rate * n_pool)`` (rounded half up) training samples drawn with
+``seed`` from the pool (``poison_from``: the SOURCE class's samples by default, or
+every class but the target's), and those samples are relabelled as the TARGET
+class (``relabel``; without it the attack is clean-label). The choices the paper
+leaves open and our defaults are in docs/protocols.md, "Table V". The (source, target) pair is number ``pair`` of ``num_pairs``
 *distinct* ordered pairs drawn from ``seed`` (:func:`distinct_pairs`), so the
 paper's "5 random pairs" are ``pair=0..4`` with one seed - the same five pairs at
 every poison rate - or given directly. Validation and test splits are the
 base's, untouched. The attack is measured on
 :attr:`Backdoor.triggered_test_dataset`: every test sample of the source class
 with the trigger stamped on (labels kept); the
-attack success rate (ASR) is the share of them predicted as the target, see
+attack success rate (ASR) is the share of them predicted as the target, and the
+*accuracy under attack* is the accuracy on :attr:`Backdoor.attacked_test_dataset`,
+the whole test split with the trigger stamped on the source class's samples, see
 :class:`lightning_local.analysis.BackdoorEvaluation`, which evaluates this set
 at the end of ``trainer.test`` (the model's own test step keeps measuring
 clean accuracy on the clean test split).
@@ -27,7 +31,7 @@ Command line::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
 import lightning.pytorch as pl
 import numpy as np
@@ -39,6 +43,7 @@ from lightning_local.data.errors import DataArgumentError
 
 TriggerPixel = Union[int, tuple[int, int, int]]
 """A trigger location: a flat frame index, or ``(polarity, y, x)``."""
+PoisonPool = Literal["source", "all"]
 
 
 def dataset_labels(dataset: Dataset) -> list[int]:
@@ -66,12 +71,17 @@ def distinct_pairs(num_classes: int, count: int, seed: int = 0) -> list[tuple[in
     return [available[i] for i in rng.choice(len(available), size=count, replace=False)]
 
 
-def default_trigger(frame_shape: Optional[tuple[int, int, int]], num_inputs: int) -> list[int]:
-    """A 2x2 block of polarity-0 pixels one pixel in from the bottom-right corner (last 4 inputs if the layout is unknown)."""
+def default_trigger(frame_shape: Optional[tuple[int, int, int]], num_inputs: int,
+                    polarity: Union[int, Literal["both"]] = 0) -> list[int]:
+    """A 2x2 block of pixels one pixel in from the bottom-right corner, in ``polarity`` (0, 1 or "both").
+
+    Without a sensor layout: the last 4 inputs.
+    """
     if frame_shape is None:
         return list(range(num_inputs - 4, num_inputs))
-    _, height, width = frame_shape
-    return [flat_index((0, y, x), frame_shape) for y in (height - 3, height - 2) for x in (width - 3, width - 2)]
+    polarities, height, width = frame_shape
+    chosen = range(polarities) if polarity == "both" else [int(polarity)]
+    return [flat_index((p, y, x), frame_shape) for p in chosen for y in (height - 3, height - 2) for x in (width - 3, width - 2)]
 
 
 def flat_index(pixel: TriggerPixel, frame_shape: Optional[tuple[int, int, int]]) -> int:
@@ -109,9 +119,9 @@ class Trigger:
 
 
 class PoisonedDataset(Dataset):
-    """``dataset`` with the samples in ``poisoned`` triggered and relabelled ``target``."""
+    """``dataset`` with the samples in ``poisoned`` triggered and relabelled ``target`` (``None``: labels kept)."""
 
-    def __init__(self, dataset: Dataset, poisoned: Sequence[int], trigger: Trigger, target: int) -> None:
+    def __init__(self, dataset: Dataset, poisoned: Sequence[int], trigger: Trigger, target: Optional[int]) -> None:
         self.dataset = dataset
         self.poisoned = frozenset(int(i) for i in poisoned)
         self.trigger = trigger
@@ -123,13 +133,14 @@ class PoisonedDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         frames, label = self.dataset[index]
         if index in self.poisoned:
-            return self.trigger.apply(frames), self.target
+            return self.trigger.apply(frames), label if self.target is None else self.target
         return frames, label
 
     @property
     def labels(self) -> list[int]:
         """Labels after poisoning (no file is read when the wrapped dataset knows its labels)."""
-        return [self.target if i in self.poisoned else label for i, label in enumerate(dataset_labels(self.dataset))]
+        relabelled = self.poisoned if self.target is not None else frozenset()
+        return [self.target if i in relabelled else label for i, label in enumerate(dataset_labels(self.dataset))]
 
 
 class TriggeredDataset(Dataset):
@@ -148,21 +159,32 @@ class TriggeredDataset(Dataset):
         return self.trigger.apply(frames), label
 
 
+def attacked_dataset(dataset: Dataset, source: int, trigger: Trigger) -> PoisonedDataset:
+    """All of ``dataset`` with the trigger stamped on the ``source`` class's samples, labels kept (accuracy under attack)."""
+    sources = [i for i, label in enumerate(dataset_labels(dataset)) if label == source]
+    return PoisonedDataset(dataset, sources, trigger, None)
+
+
 class Backdoor(EventDataModule):
     """Poisons the SOURCE class of a wrapped data module's training split with a trigger relabelled as TARGET.
 
     Args:
         base: the data module to poison (its ``num_inputs``, ``num_classes``, ``num_steps``,
             batch size and workers are used).
-        poison_rate: share of the source class's training samples poisoned (0 ... 1).
+        poison_rate: share of the pool's training samples poisoned (0 ... 1).
+        poison_from: the pool: ``"source"`` (default: the source class's training samples) or
+            ``"all"`` (every training sample whose label is not the target).
+        relabel: relabel the poisoned samples as the target (default; False: a clean-label attack).
         pair: which of the ``num_pairs`` distinct pairs drawn from ``seed`` to use, in
             ``0 .. num_pairs - 1`` (None: 0, unless ``source`` and ``target`` are given).
         num_pairs: how many distinct pairs the draw makes (the paper averages 5).
         source: class whose samples are poisoned (give it with ``target``, instead of ``pair``).
         target: label the poisoned samples get (give it with ``source``).
         trigger: pixels switched on at every step, as ``(polarity, y, x)`` triples or flat
-            indices (None: a 2x2 polarity-0 block one pixel in from the bottom-right corner).
-        trigger_value: value written at the trigger pixels.
+            indices (None: a 2x2 block one pixel in from the bottom-right corner in ``trigger_polarity``).
+        trigger_polarity: the default trigger's polarity: 0, 1 or ``"both"`` (8 inputs).
+        trigger_value: value written at the trigger pixels in every time bin (1: one event per bin,
+            the binary frames' maximum).
         seed: seed of the pair draw and of the choice of poisoned samples (splits and
             shuffling follow the base's own ``seed``). The paper averages 5 random pairs: run
             ``pair`` 0-4 with one seed.
@@ -178,17 +200,21 @@ class Backdoor(EventDataModule):
         poisoned_indices: indices into ``train_dataset`` that were poisoned (after ``setup``).
         triggered_test_dataset: triggered source-class test samples (after ``setup``).
         source_test_dataset: the same samples without trigger (the ASR's baseline; after ``setup``).
+        attacked_test_dataset: the test split with the source class triggered (after ``setup``).
     """
 
     def __init__(
         self,
         base: EventDataModule,
         poison_rate: float = 0.1,
+        poison_from: PoisonPool = "source",
+        relabel: bool = True,
         pair: Optional[int] = None,
         num_pairs: int = 5,
         source: Optional[int] = None,
         target: Optional[int] = None,
         trigger: Optional[list[TriggerPixel]] = None,
+        trigger_polarity: Union[int, Literal["both"]] = 0,
         trigger_value: float = 1.0,
         seed: int = 0,
     ) -> None:
@@ -203,21 +229,29 @@ class Backdoor(EventDataModule):
         self.seed = seed
         if not 0.0 <= poison_rate <= 1.0:
             raise ValueError(f"poison_rate must be in [0, 1] (got {poison_rate}).")
+        if poison_from not in ("source", "all"):
+            raise ValueError(f"poison_from must be 'source' (the source class's samples) or 'all' (got {poison_from!r}).")
         self.base = base
         self.poison_rate = poison_rate
+        self.poison_from = poison_from
+        self.relabel = relabel
         self.train_dataset: Optional[Dataset] = None
         self.val_dataset: Optional[Dataset] = None
         self.test_dataset: Optional[Dataset] = None
         self.pair, self.num_pairs = pair, num_pairs
         self.source, self.target = self._classes(pair, source, target)
         shape = self.frame_shape
-        indices = [flat_index(pixel, shape) for pixel in trigger] if trigger is not None else default_trigger(shape, self.num_inputs)
+        if trigger_polarity != "both" and not (isinstance(trigger_polarity, int) and 0 <= trigger_polarity < (shape[0] if shape else 2)):
+            raise ValueError(f"trigger_polarity must be a polarity index or 'both' (got {trigger_polarity!r}).")
+        indices = ([flat_index(pixel, shape) for pixel in trigger] if trigger is not None
+                   else default_trigger(shape, self.num_inputs, trigger_polarity))
         if any(not 0 <= i < self.num_inputs for i in indices):
             raise ValueError(f"Trigger indices {indices} must lie in [0, {self.num_inputs}).")
         self.trigger = Trigger(indices, trigger_value, frame_dims=len(self.input_shape))
         self.poisoned_indices: list[int] = []
         self.triggered_test_dataset: Optional[Dataset] = None
         self.source_test_dataset: Optional[Dataset] = None
+        self.attacked_test_dataset: Optional[Dataset] = None
 
     # ------------------------------------------------------------ delegation
     @property
@@ -279,17 +313,19 @@ class Backdoor(EventDataModule):
         train, test = self.base.train_dataset, self.base.test_dataset
         if train is None or test is None:
             raise RuntimeError(f"{type(self.base).__name__}.setup() did not build train_dataset and test_dataset.")
-        sources = [i for i, label in enumerate(dataset_labels(train)) if label == self.source]
-        count = int(np.floor(self.poison_rate * len(sources) + 0.5))
+        in_pool = (lambda label: label == self.source) if self.poison_from == "source" else (lambda label: label != self.target)
+        pool = [i for i, label in enumerate(dataset_labels(train)) if in_pool(label)]
+        count = int(np.floor(self.poison_rate * len(pool) + 0.5))
         rng = np.random.default_rng(np.random.SeedSequence(self.seed).spawn(2)[1])
-        self.poisoned_indices = sorted(int(i) for i in rng.choice(sources, size=count, replace=False)) if count else []
-        self.train_dataset = PoisonedDataset(train, self.poisoned_indices, self.trigger, self.target)
+        self.poisoned_indices = sorted(int(i) for i in rng.choice(pool, size=count, replace=False)) if count else []
+        self.train_dataset = PoisonedDataset(train, self.poisoned_indices, self.trigger, self.target if self.relabel else None)
         self.base.train_dataset = self.train_dataset  # the base's loader (batching, seeded shuffle) serves it
         self.val_dataset = self.base.val_dataset
         self.test_dataset = test
         test_sources = [i for i, label in enumerate(dataset_labels(test)) if label == self.source]
         self.triggered_test_dataset = TriggeredDataset(test, test_sources, self.trigger)
         self.source_test_dataset = Subset(test, test_sources)
+        self.attacked_test_dataset = attacked_dataset(test, self.source, self.trigger)
 
     def train_dataloader(self) -> DataLoader:
         """The base's training loader, over the poisoned training split."""

@@ -1,4 +1,4 @@
-"""Attack models (ReLU ANN counterpart, smoothed SNN, SNN), FGSM through torchattacks, and the FGSM / CKA callbacks."""
+"""Attack models (trained ANN, ReLU ANN counterpart, smoothed SNN, SNN), FGSM through torchattacks, and the FGSM / CKA callbacks."""
 
 import json
 
@@ -8,12 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from lightning_local.analysis import AdversarialCKA, CKAComparison, FGSMTransfer, SmoothedSNN, SNNLogits, fgsm
-from lightning_local.analysis.adversarial import attack_model
+from lightning_local.analysis.adversarial import Attack, TrainedANN, attack_model
 from lightning_local.models import SpikingNetwork
+from lightning_local.module import SpikingClassifier
 from lightning_local.models.ann import ANNCounterpart
 from lightning_local.plugins.conversion import Conversion
 
-from analysis_helpers import tiny_model, tiny_trainer
+from analysis_helpers import TinyEvents, tiny_model, tiny_trainer
 
 
 def network_and_batch(architecture, seed=0):
@@ -31,7 +32,7 @@ def test_ann_counterpart_is_the_relu_net_on_the_mean_input(architecture):
     w1, w2, w3 = (layer.weight.detach() for layer in network.layers)
     rates = frames.sum(dim=1) / frames.shape[1]
     expected = torch.clamp(torch.clamp(rates @ w1.T, min=0) @ w2.T, min=0) @ w3.T  # written out, V has no role
-    ann = attack_model(network, "ann")
+    ann = attack_model(network, "counterpart")
     assert isinstance(ann, ANNCounterpart)
     torch.testing.assert_close(ann(frames), expected)
     # the conversion learner trains exactly this ANN (one shared definition)
@@ -68,7 +69,7 @@ def test_ann_attack_moves_every_frame_by_the_sign_of_the_mean_input_gradient(arc
         torch.testing.assert_close(perturbed, expected, rtol=0, atol=1e-7)
 
 
-@pytest.mark.parametrize("attacker", ["ann", "smoothed_snn", "snn"])
+@pytest.mark.parametrize("attacker", ["counterpart", "smoothed_snn", "snn"])
 def test_fgsm_has_the_documented_size_and_raises_the_loss(attacker):
     network, frames, labels = network_and_batch("rec")
     model = attack_model(network, attacker)
@@ -131,3 +132,65 @@ def test_callbacks_run_under_trainer_test_and_validate(tmp_path, tiny_data):
     difference = pd.read_csv(out / "adversarial_cka_test_difference.csv")
     assert len(difference) == 6 and difference.cka.abs().max() < 1e-9
     assert (out / "adversarial_cka_validate.csv").exists() and (out / "adversarial_cka_validate_difference.png").exists()
+
+
+@pytest.fixture(scope="module")
+def conversion_checkpoint(tmp_path_factory):
+    """A conversion run (its ANN trained 2 epochs on the tiny events) saved as a Lightning checkpoint."""
+    folder = tmp_path_factory.mktemp("conversion")
+    torch.manual_seed(0)
+    model = SpikingClassifier(TinyEvents.num_inputs, TinyEvents.num_classes, learner=Conversion(), hidden_sizes=(16, 8), lr=1e-2)
+    fit = tiny_trainer(folder, [], max_epochs=2)
+    fit.fit(model, TinyEvents())
+    path = folder / "conversion.ckpt"
+    fit.save_checkpoint(path)
+    return path
+
+
+def test_trained_ann_is_the_conversion_runs_ann_and_refuses_other_rules(conversion_checkpoint, tmp_path):
+    loaded = SpikingClassifier.load_from_checkpoint(conversion_checkpoint)
+    frames = (torch.rand(6, TinyEvents.num_steps, TinyEvents.num_inputs) < 0.3).float()
+    ann = TrainedANN.from_checkpoint(str(conversion_checkpoint))
+    weights = loaded.learner.ann_weights(loaded.network)  # the ANN's weights, not the converted SNN's
+    expected = torch.relu(torch.relu(frames.sum(1) @ weights[0].t()) @ weights[1].t()) @ weights[2].t()
+    torch.testing.assert_close(ann(frames), expected)
+    assert not any(p.requires_grad for p in ann.parameters())  # frozen: FGSM differentiates w.r.t. the input only
+    snn = tmp_path / "bptt.ckpt"
+    trainer = tiny_trainer(tmp_path, [])
+    trainer.fit(tiny_model("ff"), TinyEvents(per_class=4))
+    trainer.save_checkpoint(snn)
+    with pytest.raises(ValueError, match="learner trains an ANN"):
+        TrainedANN.from_checkpoint(str(snn))
+    with pytest.raises(ValueError, match="needs ann_checkpoint"):
+        FGSMTransfer(attack_model="ann")
+    assert FGSMTransfer(ann_checkpoint=str(conversion_checkpoint)).attack_model == "ann"
+    assert FGSMTransfer().attack_model == "counterpart"
+
+
+def test_ann_attack_gives_ff_and_rec_the_same_perturbed_samples(conversion_checkpoint):
+    """The paper's protocol: one ANN crafts the perturbation, every SNN sees the same samples (not so for counterparts)."""
+    frames = (torch.rand(8, TinyEvents.num_steps, TinyEvents.num_inputs, generator=torch.Generator().manual_seed(3)) < 0.3).float()
+    labels = torch.arange(8) % TinyEvents.num_classes
+    ff, rec = tiny_model("ff", seed=1).network, tiny_model("rec", seed=2).network
+    shared = Attack(ann_checkpoint=str(conversion_checkpoint))
+    perturbed = [fgsm(shared.model(net, torch.device("cpu")), frames, labels, 0.05) for net in (ff, rec)]
+    assert not torch.equal(perturbed[0], frames)
+    assert torch.equal(perturbed[0], perturbed[1])
+    own = [fgsm(Attack("counterpart").model(net, torch.device("cpu")), frames, labels, 0.05) for net in (ff, rec)]
+    assert not torch.equal(own[0], own[1])
+
+
+def test_fgsm_callback_attacks_with_the_trained_ann(conversion_checkpoint, tmp_path, tiny_data):
+    out = tmp_path / "out"
+    model = tiny_model("rec")
+    callback = FGSMTransfer(epsilons=[0.4], ann_checkpoint=str(conversion_checkpoint), output_dir=str(out))
+    tiny_trainer(tmp_path, [callback]).test(model, tiny_data)
+    written = json.loads((out / "fgsm_test.json").read_text())
+    assert written["attack_model"] == "ann" and written["ann_checkpoint"] == str(conversion_checkpoint)
+    ann = TrainedANN.from_checkpoint(str(conversion_checkpoint))
+    frames, labels = next(iter(tiny_data.test_dataloader()))
+    rows = written["rows"]
+    assert rows[1]["attack_model_accuracy"] < rows[0]["attack_model_accuracy"]  # the ANN is the model attacked
+    with torch.no_grad():
+        clean = (ann(frames).argmax(-1) == labels).float().mean().item()
+    assert clean > 0.5  # a trained ANN, not an untrained stand-in

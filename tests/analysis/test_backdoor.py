@@ -157,3 +157,41 @@ def test_backdoor_evaluation_reports_clean_accuracy_and_asr(tmp_path):
             assert result[key] == pytest.approx((model(frames).argmax(-1) == 1).float().mean().item()), key
     assert metrics["test_asr_baseline"] == pytest.approx(result["asr_baseline"])
     assert (tmp_path / "out" / "backdoor_test.png").stat().st_size > 0
+    # accuracy under attack: the whole test split, the source class triggered, against the true labels
+    with torch.no_grad():
+        frames, labels = frames_and_labels(data.test_dataset)
+        sources = torch.tensor(labels) == 0
+        frames[sources] = data.trigger.apply(frames[sources])
+        expected = (model(frames).argmax(-1) == torch.tensor(labels)).float().mean().item()
+    assert result["accuracy_under_attack"] == pytest.approx(expected)
+    assert metrics["test_acc_under_attack"] == pytest.approx(expected)
+    assert result["accuracy_under_attack"] < result["clean_accuracy"]  # the backdoor works: triggered sources go to 1
+
+
+def test_poison_pool_relabel_and_trigger_polarity_options():
+    clean = TinyEvents(per_class=30)
+    clean.setup()
+    _, clean_labels = frames_and_labels(clean.train_dataset)
+    data = Backdoor(TinyEvents(per_class=30), poison_rate=0.2, poison_from="all", source=1, target=2, seed=3)
+    data.setup()
+    pool = [i for i, label in enumerate(clean_labels) if label != 2]  # the rate is a share of every non-target sample
+    assert len(data.poisoned_indices) == int(0.2 * len(pool) + 0.5) and set(data.poisoned_indices) <= set(pool)
+    assert {clean_labels[i] for i in data.poisoned_indices} == {0, 1}
+    clean_label = Backdoor(TinyEvents(per_class=30), poison_rate=0.5, relabel=False, source=1, target=2, seed=3)
+    clean_label.setup()
+    frames, labels = frames_and_labels(clean_label.train_dataset)
+    assert labels == clean_labels and clean_label.train_dataset.labels == clean_labels  # triggered, labels kept
+    assert all((frames[i][:, clean_label.trigger.indices] == 1).all() for i in clean_label.poisoned_indices)
+    with pytest.raises(ValueError, match="poison_from"):
+        Backdoor(TinyEvents(), poison_from="train", source=0, target=1)
+
+
+def test_default_trigger_polarity(nmnist_small):
+    from lightning_local.data.nmnist import NMNIST
+
+    both = Backdoor(NMNIST(root=str(nmnist_small), n_time_bins=5), trigger_polarity="both", source=0, target=1)
+    on = Backdoor(NMNIST(root=str(nmnist_small), n_time_bins=5), trigger_polarity=1, source=0, target=1)
+    assert len(both.trigger.indices) == 8 and set(on.trigger.indices.tolist()) < set(both.trigger.indices.tolist())
+    assert on.trigger.indices.tolist() == [flat_index((1, y, x), (2, 34, 34)) for y in (31, 32) for x in (31, 32)]
+    with pytest.raises(ValueError, match="trigger_polarity"):
+        Backdoor(NMNIST(root=str(nmnist_small), n_time_bins=5), trigger_polarity=2, source=0, target=1)

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from lightning_local.benchmark.spec import SpecError, expand, load_spec, merge, nest
+from lightning_local.benchmark.spec import PLACEHOLDER, SpecError, expand, load_spec, merge, nest
 from lightning_local.cli.main import main
 from lightning_local.data.backdoor import distinct_pairs
 
@@ -108,6 +108,15 @@ def test_grid_expansion_keys_and_dependencies(tmp_path, tiny_digits):
     names = [c["class_path"].rsplit(".", 1)[1] for c in train.config["trainer"]["callbacks"]]
     assert names == ["FGSMTransfer", "AdversarialCKA", "FisherInformation"]
     assert train.config["data"]["init_args"]["root"] == str(tiny_digits)
+    # FGSM is crafted on the seed's conversion ANN: every main run of a seed (FF and REC) names the same checkpoint
+    conversion = {j.seed: j.key for j in jobs if j.rule == "conversion"}
+    for job in (j for j in jobs if j.kind == "train" and not j.variant and j.rule != "conversion"):
+        attacked = [c["init_args"] for c in job.config["trainer"]["callbacks"] if c["class_path"].endswith(("FGSMTransfer", "AdversarialCKA"))]
+        assert [a["ann_checkpoint"] for a in attacked] == [PLACEHOLDER % conversion[job.seed]] * 2
+        assert conversion[job.seed] in job.deps
+    opted_out = copy.deepcopy(raw)
+    opted_out["analyses"] = {"fgsm": {"epsilons": [0.05], "attack_model": "counterpart"}}
+    assert not any(j.rule == "conversion" for j in expand(load_spec(write_spec(tmp_path, opted_out), check_configs=False)))
     # keys are a function of the run config: same spec -> same keys, one changed override -> all train keys change
     assert [j.key for j in expand(load_spec(write_spec(tmp_path, raw), check_configs=False))] == [j.key for j in jobs]
     changed = copy.deepcopy(raw)

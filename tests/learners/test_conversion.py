@@ -24,27 +24,31 @@ def batch(seed=0, size=12):
     return frames, torch.randint(0, CLASSES, (size,), generator=generator)
 
 
-def test_ann_is_the_relu_net_on_time_averaged_input_sharing_the_weights():
-    module = make()
+@pytest.mark.parametrize("ann_input", ["counts", "rates"])
+def test_ann_is_the_relu_net_on_spike_counts_or_rates_sharing_the_weights(ann_input):
+    module = make(ann_input=ann_input)
     frames, labels = batch()
     step = module.learner.training_step(module, frames, labels)
     w = [layer.weight for layer in module.network.layers]
-    expected = torch.relu(torch.relu(frames.mean(1) @ w[0].t()) @ w[1].t()) @ w[2].t()
+    inputs = frames.sum(1) if ann_input == "counts" else frames.mean(1)
+    expected = torch.relu(torch.relu(inputs @ w[0].t()) @ w[1].t()) @ w[2].t()
     torch.testing.assert_close(step.logits, expected)
     step.objective.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in w)
 
 
+@pytest.mark.parametrize("ann_input", ["counts", "rates"])
 @pytest.mark.parametrize("neuron", ["if", "model"])
 @pytest.mark.parametrize("percentile", [100.0, 99.0])
-def test_data_based_normalisation(percentile, neuron):
-    module = make(percentile=percentile, balance="none", neuron=neuron)
+def test_data_based_normalisation(percentile, neuron, ann_input):
+    module = make(percentile=percentile, balance="none", neuron=neuron, ann_input=ann_input)
     learner, network = module.learner, module.network
     frames, labels = batch()
     learner.training_step(module, frames, labels)
     ann = [layer.weight.detach().clone() for layer in network.layers]
-    activations = learner.ann_activations(network, frames.mean(1), ann)
-    lambdas = [1.0] + [torch.quantile(a[a > 0], percentile / 100).item() for a in activations]
+    inputs = frames.sum(1) if ann_input == "counts" else frames.mean(1)
+    activations = learner.ann_activations(network, inputs, ann)
+    lambdas = [float(STEPS) if ann_input == "counts" else 1.0] + [torch.quantile(a[a > 0], percentile / 100).item() for a in activations]
     if percentile == 100.0:
         assert lambdas[1] == pytest.approx(activations[0].max().item())
     learner.convert(network)
@@ -76,7 +80,7 @@ def test_threshold_balancing_matches_the_normalised_ann_rates_layer_by_layer():
         learner.training_step(module, frames, labels)
         ann = [layer.weight.detach().clone() for layer in network.layers]
         targets = [(a / lam).clamp(max=1).mean() for a, lam in
-                   zip(learner.ann_activations(network, frames.mean(1), ann)[:-1], learner.compute_scales(network)[1:])]
+                   zip(learner.ann_activations(network, learner.ann_inputs(frames), ann)[:-1], learner.compute_scales(network)[1:])]
         learner.convert(network)
         with torch.no_grad():
             rates[balance] = [s.mean() for s in network(frames).spikes[:-1]]
@@ -124,7 +128,7 @@ def test_evaluate_converts_first_and_uses_the_snn():
 
 def test_invalid_options_are_rejected():
     for options in ({"percentile": 0}, {"calibration_batches": 0}, {"output_level": 0}, {"balance": "max"},
-                    {"balance_batches": 0}, {"neuron": "lif"}, {"output_level": 1.5}):
+                    {"balance_batches": 0}, {"neuron": "lif"}, {"output_level": 1.5}, {"ann_input": "sum"}):
         with pytest.raises(ValueError):
             Conversion(**options)
 
@@ -146,22 +150,22 @@ def regular_spike_trains(rates, steps):
     return counts[:, 1:] - counts[:, :-1]
 
 
-@pytest.mark.parametrize("neuron", ["if", "model"])
-def test_if_rates_match_the_clipped_normalised_ann_activations_on_constant_rate_input(neuron):
+@pytest.mark.parametrize(("neuron", "ann_input"), [("if", "counts"), ("if", "rates"), ("model", "counts")])
+def test_if_rates_match_the_clipped_normalised_ann_activations_on_constant_rate_input(neuron, ann_input):
     steps = 400
     rates = torch.rand(64, INPUTS, generator=torch.Generator().manual_seed(1))
     frames = regular_spike_trains(rates, steps)
     torch.testing.assert_close(frames.mean(1), torch.floor(steps * rates) / steps)
     torch.manual_seed(0)
-    module = SpikingClassifier(INPUTS, CLASSES, learner=Conversion(neuron=neuron), hidden_sizes=[16, 8])
+    module = SpikingClassifier(INPUTS, CLASSES, learner=Conversion(neuron=neuron, ann_input=ann_input), hidden_sizes=[16, 8])
     learner, network = module.learner, module.network
     learner.training_step(module, frames, torch.zeros(64, dtype=torch.long))
     ann = [layer.weight.detach().clone() for layer in network.layers]
-    activations = learner.ann_activations(network, frames.mean(1), ann)
+    activations = learner.ann_activations(network, learner.ann_inputs(frames), ann)
     learner.convert(network)
     with torch.no_grad():
         output = network(frames)
-    lambdas, inputs, errors = learner.scales, frames.mean(1), []
+    lambdas, inputs, errors = learner.scales, frames.mean(1), []  # SNN rates; lambda_0 maps them to the ANN's input
     for l, spikes in enumerate(output.spikes[:-1]):  # each layer: the clipped normalised ReLU of its input rates
         expected = torch.relu(inputs @ (ann[l] * lambdas[l] / lambdas[l + 1]).t()).clamp(max=1)
         errors.append((spikes.mean(0) - expected).abs().max())

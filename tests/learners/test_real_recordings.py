@@ -40,9 +40,7 @@ def recordings(nmnist_small):
 def training_loss(module, frames, labels):
     with torch.no_grad():
         if module.learner.name == "conversion":
-            learner = module.learner
-            weights = learner.ann_weights(module.network)
-            logits = learner.ann_activations(module.network, frames.mean(dim=1), weights)[-1]
+            logits = module.learner.ann_logits(module.network, frames)
             return torch.nn.functional.cross_entropy(logits, labels).item()
         return per_step_cross_entropy(module.network(frames).output_membrane, labels).item()
 
