@@ -27,13 +27,15 @@ def parser() -> SubcommandParser:
                                     "else ./benchmark/<name>)")
     add_executor_arguments(p, "runs")
     p.add_argument("--dry-run", action="store_true", help="check the spec, list the runs and their status, run nothing")
-    p.add_argument("--report-only", action="store_true", help="only rewrite the report from the store")
+    p.add_argument("--report-only", action="store_true", help="only rewrite the report: re-read each finished run's results from its folder into the store, then "
+                        "write the report")
     return p
 
 
 def run(args: Optional[Sequence[str]] = None) -> int:
     """Parse ``args``, run the grid and write the report; returns the exit code (1 if a run failed)."""
     from lightning_local.benchmark import ResultStore, expand, load_spec, run_grid, write_report
+    from lightning_local.benchmark.runner import recollect
     from lightning_local.benchmark.tuned import export_tuned
 
     options = parser().parse_args(args)
@@ -51,7 +53,9 @@ def run(args: Optional[Sequence[str]] = None) -> int:
         print(f"{len(jobs)} runs; store {store.path}")
         return 0
     summary = None
-    if not options.report_only:
+    if options.report_only:
+        print(f"re-read the results of {recollect(store)} finished runs")
+    else:
         executor = make_executor(options, spec.resources)
         summary = run_grid(jobs, store, executor)
         for path in export_tuned(spec, jobs, store, f"lightning-local benchmark --config {options.config}"):

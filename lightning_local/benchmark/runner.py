@@ -35,6 +35,8 @@ from .store import HEARTBEAT_EVERY, ResultStore, owner_id
 LOG_NAME = "log.txt"
 CONFIG_NAME = "run.yaml"
 FISHER = "fisher_information"
+BACKDOOR_RESULTS = ("clean_accuracy", "accuracy_under_attack", "attack_success_rate", "asr_baseline", "source", "target",
+                    "poison_rate", "poison_from", "relabel", "num_triggered")
 _CHILDREN: set[subprocess.Popen] = set()  # live runs of this process, ended on interrupt
 _CHILDREN_LOCK = threading.Lock()
 _STOPPING = threading.Event()  # set on Ctrl-C: runs ended by us stay resumable, not "failed"
@@ -290,8 +292,7 @@ def collect(run_dir: Path, kind: str, config: dict, variant: dict) -> tuple[dict
         paths["fgsm"] = str(analysis / "fgsm_test.csv")
     if (analysis / "backdoor_test.json").is_file():
         result = json.loads((analysis / "backdoor_test.json").read_text())
-        metrics["backdoor"] = {k: result.get(k) for k in ("clean_accuracy", "attack_success_rate", "asr_baseline",
-                                                          "source", "target", "poison_rate", "num_triggered")}
+        metrics["backdoor"] = {k: result.get(k) for k in BACKDOOR_RESULTS}
     if (analysis / "adversarial_cka_test.csv").is_file():
         paths["adversarial_cka"] = str(analysis / "adversarial_cka_test.csv")
     fisher = _merged_fisher(analysis) if analysis.is_dir() else None
@@ -308,6 +309,24 @@ def collect(run_dir: Path, kind: str, config: dict, variant: dict) -> tuple[dict
         ]
         paths["cka"] = str(analysis / "cka_test.csv")
     return metrics, paths
+
+
+def recollect(store: ResultStore) -> int:
+    """Re-read the results of every finished run from its folder into the store; returns how many were read.
+
+    A report of a newer version may use results that an older :func:`collect` did not keep (e.g. Table V's
+    accuracy under attack); the run folders still hold them. Runs whose folder is gone keep what the store has.
+    """
+    count = 0
+    for row in store.runs():
+        run_dir = Path(row["run_dir"])
+        if row["status"] != "done" or not (run_dir / CONFIG_NAME).is_file():
+            continue
+        config = yaml.safe_load((run_dir / CONFIG_NAME).read_text())  # what the run was given
+        metrics, paths = collect(run_dir, row["kind"], config, row["variant"])
+        store.record(row["key"], "recollected", metrics=metrics, paths=paths)
+        count += 1
+    return count
 
 
 def _collect_tune(run_dir: Path, paths: dict) -> tuple[dict, dict]:

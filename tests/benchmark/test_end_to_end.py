@@ -49,6 +49,7 @@ def test_tiny_benchmark_through_the_cli(tmp_path, capsys, tiny_digits):
     assert set(pd.read_csv(main_ff["paths"]["fisher"]).epoch) == {1}
     backdoor = next(r for r in runs if r["variant"].get("poison_rate") == 0.5)
     assert backdoor["metrics"]["backdoor"]["source"] == backdoor["variant"]["source"]
+    assert 0 <= backdoor["metrics"]["backdoor"]["accuracy_under_attack"] <= 1  # Table V's first number
     cka = next(r for r in runs if r["kind"] == "cka")
     assert {e["reference"] for e in cka["metrics"]["cka"]} == {"conversion"}
 
@@ -61,6 +62,14 @@ def test_tiny_benchmark_through_the_cli(tmp_path, capsys, tiny_digits):
     code, out = benchmark(args, capsys)  # the same command again: nothing to run
     assert code == 0 and "6 runs, 6 already done, 0 to run" in out and " start " not in out
     assert [r["attempts"] for r in store.runs()] == [1] * 6
+
+    # --report-only re-reads results from the run folders: a store written before a field was kept gets it back
+    store.record(backdoor["key"], "test", metrics={**backdoor["metrics"], "backdoor": {"source": 0}})
+    code, out = benchmark(args + ["--report-only"], capsys)
+    assert code == 0 and "re-read the results of 6 finished runs" in out
+    assert store.get(backdoor["key"])["metrics"] == backdoor["metrics"]
+    table_v = pd.read_csv(tmp_path / "out" / "report" / "table_v.csv")
+    assert table_v.attacked_mean.notna().all()
 
 
 def test_ray_executor_on_a_local_cpu_instance(tmp_path, tiny_digits):
