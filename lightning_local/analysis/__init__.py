@@ -1,38 +1,41 @@
 """Analyses of trained spiking networks, as Lightning callbacks (see the "Analyses" section of the project README).
 
+* :class:`Accuracy` - Table III: the test accuracy every run logs.
 * :class:`CKAComparison` - layer x layer linear CKA against reference checkpoints.
 * :class:`AdversarialCKA` - per-layer CKA between clean and FGSM inputs.
 * :class:`FGSMTransfer` - SNN accuracy under FGSM crafted on the ReLU ANN counterpart (or other attack models).
 * :class:`FisherInformation` - per-layer, per-step Fisher information of LW / RW weights.
 * :class:`BackdoorEvaluation` / :class:`AttackSuccessRate` - backdoor attack success rate.
+
+Every analysis subclasses :class:`Analysis` (:mod:`.base`); the benchmark finds them by key through the
+``lightning_local.analyses`` entry points (:mod:`.registry`). The exports are lazy (PEP 562), so the light
+modules (:mod:`.io`, :mod:`.base`) import without the analyses, which import the benchmark's formatting.
 """
 
-from .adversarial import SmoothedSNN, SNNLogits, fgsm
-from .adversarial_cka import AdversarialCKA, cka_difference
-from .backdoor_evaluation import AttackSuccessRate, BackdoorEvaluation
-from .base import EvaluationAnalysis
-from .cka import MinibatchCKA, hsic_unbiased, linear_cka
-from .cka_comparison import CKAComparison
-from .fgsm_transfer import FGSMTransfer
-from .fisher import class_scores, sample_labels, squared_gradient_norms
-from .fisher_information import FisherInformation
+_EXPORTS = {
+    "Accuracy": "accuracy",
+    "SmoothedSNN": "adversarial", "SNNLogits": "adversarial", "fgsm": "adversarial",
+    "AdversarialCKA": "adversarial_cka", "cka_difference": "adversarial_cka",
+    "AttackSuccessRate": "backdoor_evaluation", "BackdoorEvaluation": "backdoor_evaluation",
+    "Analysis": "base", "EvaluationAnalysis": "base", "ReportSection": "base",
+    "MinibatchCKA": "cka", "hsic_unbiased": "cka", "linear_cka": "cka",
+    "CKAComparison": "cka_comparison",
+    "FGSMTransfer": "fgsm_transfer",
+    "class_scores": "fisher", "sample_labels": "fisher", "squared_gradient_norms": "fisher",
+    "FisherInformation": "fisher_information",
+}
 
-__all__ = [
-    "AdversarialCKA",
-    "AttackSuccessRate",
-    "BackdoorEvaluation",
-    "CKAComparison",
-    "EvaluationAnalysis",
-    "FGSMTransfer",
-    "FisherInformation",
-    "MinibatchCKA",
-    "SNNLogits",
-    "SmoothedSNN",
-    "cka_difference",
-    "class_scores",
-    "fgsm",
-    "hsic_unbiased",
-    "linear_cka",
-    "sample_labels",
-    "squared_gradient_norms",
-]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)

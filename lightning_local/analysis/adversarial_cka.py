@@ -4,23 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import lightning.pytorch as pl
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from lightning_local.benchmark.figures import error_lines, figure_section, panel_grid
+from lightning_local.benchmark.results import aggregate, layer_order, main_runs, title
+
 from ..module import SpikingClassifier
 from .adversarial import Attack, AttackModel, fgsm
-from .base import EvaluationAnalysis
+from .base import EvaluationAnalysis, ReportSection
 from .cka import MIN_BATCH, MinibatchCKA
 from .fgsm_transfer import DEFAULT_EPSILONS
 from .io import report, save_figure, write_csv
 from .plots import lines_per_series
 from .representations import all_reduce_sum, batches, layer_names, representations
 
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
 KEYS = ["epsilon", "layer"]
+CSV = "fig3_adversarial_cka_rec_minus_ff.csv"
+CAPTION = "Figure 3: CKA(clean, FGSM) of REC minus FF per layer and epsilon (paired by seed)."
 
 
 def cka_difference(this: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
@@ -62,6 +70,9 @@ class AdversarialCKA(EvaluationAnalysis):
     """
 
     name = "adversarial_cka"
+    key = "adversarial_cka"
+    attacks_with_ann = True
+    report_order = 50
 
     def __init__(
         self,
@@ -123,3 +134,49 @@ class AdversarialCKA(EvaluationAnalysis):
         }
         figure = lines_per_series(layers, series, ylabel, f"clean vs FGSM ({self.attack_model}, {stage})")
         save_figure(figure, self.path(trainer, stage, f"{suffix}.png"))
+
+    # ------------------------------------------------------------ benchmark
+    @classmethod
+    def check_options(cls, options: dict, architectures: list[str]) -> dict:
+        if set(architectures) != {"ff", "rec"}:
+            raise ValueError("adversarial_cka reports REC minus FF (Figure 3): list both architectures, ff and rec.")
+        return super().check_options(options, architectures)
+
+    @classmethod
+    def collect(cls, run_dir: Path, kind: str, config: dict, variant: dict) -> tuple[dict, dict]:
+        path = Path(run_dir) / "analysis" / f"{cls.name}_test.csv"
+        return ({}, {cls.key: str(path)}) if path.is_file() else ({}, {})
+
+    @classmethod
+    def report(cls, runs: pd.DataFrame, folder: Path) -> list[ReportSection]:
+        data = aggregate(adversarial_cka_per_seed(runs), ["dataset", "rule", "epsilon", "layer"], "cka")
+        write_csv(Path(folder) / CSV, data)
+        return [figure_section(cls.report_order, "fig3_adversarial_cka", CAPTION, _plot(data), folder, [CSV])]
+
+
+def adversarial_cka_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
+    """Figure 3's data before averaging: CKA(clean, FGSM) of REC minus FF per dataset, rule, seed, epsilon, layer."""
+    tables = {(r.dataset, r.rule, r.arch, r.seed): r.paths["adversarial_cka"]
+              for r in main_runs(runs).itertuples() if "adversarial_cka" in r.paths}
+    rows = []
+    for (dataset, rule, arch, seed), path in tables.items():
+        if arch != "rec" or (dataset, rule, "ff", seed) not in tables:
+            continue
+        diff = cka_difference(pd.read_csv(path), pd.read_csv(tables[(dataset, rule, "ff", seed)]))
+        rows += [{"dataset": dataset, "rule": rule, "seed": seed, "epsilon": d.epsilon, "layer": d.layer,
+                  "cka": d.cka} for d in diff.itertuples()]
+    return pd.DataFrame(rows, columns=["dataset", "rule", "seed", "epsilon", "layer", "cka"])
+
+
+def _plot(data: pd.DataFrame) -> "Optional[Figure]":
+    panels = list(data.groupby(["dataset", "rule"], sort=False))
+    if not panels:
+        return None
+    figure, axes = panel_grid(len(panels))
+    for ax, ((dataset, rule), group) in zip(axes, panels):
+        group = group.assign(eps=group.epsilon.map(lambda e: f"eps={e:g}"))
+        error_lines(ax, group, "layer", "eps", layer_order(group))
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_title(f"{title(dataset)} {rule}: REC - FF", fontsize=10)
+        ax.set_ylabel("CKA(clean, FGSM) difference")
+    return figure

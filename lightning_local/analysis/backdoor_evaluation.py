@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import copy
+import inspect
+import json
+from importlib import import_module
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
 
 import lightning.pytorch as pl
+import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from matplotlib.figure import Figure
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchmetrics import Metric
 
+from lightning_local.benchmark import paper
+from lightning_local.benchmark.results import markdown, mean_std_n, pivot_per_setting, title
+from lightning_local.data.backdoor import Backdoor, distinct_pairs
+
+from .base import Analysis, ReportSection
 from .io import analysis_dir, report, save_figure, write_csv, write_json
 from .representations import all_reduce_sum, batches, evaluate, rank_shard
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lightning_local.benchmark.spec import Grid
+
+BACKDOOR_DATA = f"{Backdoor.__module__}.{Backdoor.__name__}"
+RESULTS = ("clean_accuracy", "accuracy_under_attack", "attack_success_rate", "asr_baseline", "source", "target",
+           "poison_rate", "poison_from", "relabel", "num_triggered")  # what the store keeps of a run's result
+CSV = "table5_backdoor.csv"
+DEFAULT_RATES = [0.1, 0.3, 0.5, 0.7, 0.9]  # the paper's Table V
 
 
 class AttackSuccessRate(Metric):
@@ -55,7 +74,7 @@ class AttackSuccessRate(Metric):
         return self.hits.float() / self.total
 
 
-class BackdoorEvaluation(Callback):
+class BackdoorEvaluation(Analysis):
     """At the end of ``trainer.test``, measures the attack success rate on the triggered test set.
 
     **How the test sees triggered samples (documented choice):** the model's own
@@ -74,11 +93,20 @@ class BackdoorEvaluation(Callback):
     backdoor effect). It does nothing (with a warning) when
     the data module is not a backdoor one.
 
+    In a benchmark spec (``backdoor: {poison_rates: [...], pairs: N, pair_seed: S, ...}``) it trains
+    its own runs: per rule and architecture, ``pairs`` distinct (source, target) pairs, each at every
+    poison rate, on the :class:`~lightning_local.data.backdoor.Backdoor` data module (the other options
+    are that module's, e.g. ``trigger``, ``poison_from``), and gives the report Table V.
+
     Args:
         output_dir: folder for the result files (default ``<log_dir>/analysis``).
     """
 
     name = "backdoor"
+    key = "backdoor"
+    benchmark_options = frozenset({"poison_rates", "pairs", "pair_seed"})
+    on_training_runs = False
+    report_order = 30
 
     def __init__(self, output_dir: Optional[str] = None) -> None:
         self.output_dir = output_dir
@@ -162,6 +190,128 @@ class BackdoorEvaluation(Callback):
             f"(without trigger {result['asr_baseline']:.3f}) "
             f"on {result['num_triggered']} triggered samples"
         )
+
+
+    # ------------------------------------------------------------ benchmark
+    @classmethod
+    def check_options(cls, options: dict, architectures: list[str]) -> dict:
+        rates = options.get("poison_rates", DEFAULT_RATES)
+        if not isinstance(rates, list) or not rates or not all(isinstance(r, (int, float)) and 0 <= r <= 1 for r in rates):
+            raise ValueError(f"backdoor.poison_rates must be a list of numbers in [0, 1] (got {rates!r}).")
+        pairs = options.get("pairs", 5)
+        if not isinstance(pairs, int) or pairs < 1:
+            raise ValueError(f"backdoor.pairs must be a positive integer (got {pairs!r}).")
+        data_options = set(inspect.signature(Backdoor.__init__).parameters) - {"self", "base", "poison_rate", "source",
+                                                                                  "target", "seed"}
+        unknown = sorted(set(options) - cls.benchmark_options - data_options)
+        if unknown:
+            raise ValueError(f"Unknown option(s) {unknown} for analysis 'backdoor': allowed are "
+                             f"{sorted(cls.benchmark_options | data_options)}.")
+        return {**options, "poison_rates": [float(r) for r in rates], "pairs": pairs,
+                "pair_seed": int(options.get("pair_seed", 0))}
+
+    @classmethod
+    def jobs(cls, options: dict, grid: "Grid") -> list:
+        """Per rule and architecture, every (pair, poison rate): a run on the Backdoor data module (pair k
+        uses the k-th seed, cycling), testing with this callback."""
+        from lightning_local.benchmark.spec import tuning_deps  # noqa: PLC0415 (the benchmark imports analyses)
+
+        extra = {k: v for k, v in options.items() if k not in cls.benchmark_options}  # the data module's, e.g. trigger
+        seeds = grid.spec.seeds
+        pairs = None
+        jobs = []
+        for rule in grid.spec.rules:
+            for arch in grid.spec.architectures:
+                for pair_index in range(options["pairs"]):
+                    seed = seeds[pair_index % len(seeds)]
+                    base = grid.base_config(rule, arch, seed)
+                    if pairs is None:
+                        pairs = _pairs(base, grid.dataset, options)
+                    source, target = pairs[pair_index]
+                    for rate in options["poison_rates"]:
+                        config = copy.deepcopy(base)
+                        config["data"] = {"class_path": BACKDOOR_DATA, "init_args": {
+                            "base": base["data"], "poison_rate": rate, "source": source, "target": target,
+                            "seed": pair_index, **extra}}
+                        config = grid.with_callbacks(config, [grid.callback(cls.key, {})])
+                        variant = {"poison_rate": rate, "pair": pair_index, "source": source, "target": target}
+                        jobs.append(grid.job("train", rule, arch, seed, config, variant, deps=tuning_deps(config)))
+        return jobs
+
+    @classmethod
+    def collect(cls, run_dir: Path, kind: str, config: dict, variant: dict) -> tuple[dict, dict]:
+        path = Path(run_dir) / "analysis" / f"{cls.name}_test.json"
+        if not path.is_file():
+            return {}, {}
+        result = json.loads(path.read_text())
+        return {"backdoor": {k: result.get(k) for k in RESULTS}}, {}
+
+    @classmethod
+    def report(cls, runs: pd.DataFrame, folder: Path) -> list[ReportSection]:
+        table = table_v(runs)
+        write_csv(Path(folder) / CSV, table)
+        if not len(table):
+            return [ReportSection(cls.report_order, [], [CSV])]
+        lines = ["## Table V: backdoor, accuracy under attack (%) / attack success rate (%) per poison rate", "",
+                 "Accuracy under attack: the test split with the trigger on the source class's samples (the paper's "
+                 "caption); ASR: the share of triggered source-class test samples predicted as the target. The clean "
+                 "accuracy (no trigger) is in table5_backdoor.csv. Protocol: docs/protocols.md.", ""]
+        for dataset, frame in pivot_per_setting(table, "poison_rate", _cell).items():
+            lines += [f"### {title(dataset)}", "", markdown(frame), ""]
+        lines += ["Pairs (source->target) per row: see table5_backdoor.csv.", ""]
+        return [ReportSection(cls.report_order, lines, [CSV])]
+
+
+def _pairs(base: dict, dataset: str, options: dict) -> list[tuple[int, int]]:
+    """The spec's (source, target) pairs, drawn over the classes of the run's event data module."""
+    data = base.get("data") or {}
+    module, _, attr = str(data.get("class_path", "")).rpartition(".")
+    try:
+        data_class = getattr(import_module(module), attr)
+    except (ImportError, AttributeError, ValueError):
+        data_class = None
+    if data_class is None or not getattr(data_class, "class_names", None):
+        raise ValueError(f"Backdoor runs need an event data module with class names; {dataset}'s config names "
+                         f"{data.get('class_path')!r}.")
+    try:
+        return distinct_pairs(len(data_class.class_names), options["pairs"], options["pair_seed"])
+    except ValueError as error:
+        raise ValueError(f"backdoor.pairs: {error}") from None
+
+
+def table_v(runs: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy under attack %, clean accuracy % and attack success rate % per poison rate, over the (source, target) pairs.
+
+    Accuracy under attack: the whole test split with the source class triggered (the paper's caption); clean: no trigger.
+    """
+    backdoor = runs[runs.poison_rate.notna() & (runs.status == "done")]
+    rows = []
+    for (dataset, rule, arch, rate), group in backdoor.groupby(["dataset", "rule", "arch", "poison_rate"], sort=False):
+        results = [m["backdoor"] for m in group.metrics if "backdoor" in m]
+        clean = mean_std_n(pd.Series([100 * r["clean_accuracy"] for r in results]))
+        attacked = mean_std_n(pd.Series([100 * _number(r.get("accuracy_under_attack")) for r in results]))
+        asr = mean_std_n(pd.Series([100 * r["attack_success_rate"] for r in results]))
+        ref = paper.table_v(rule, dataset, arch, rate)
+        rows.append({"dataset": dataset, "rule": rule, "arch": arch, "poison_rate": rate,
+                     "attacked_mean": attacked["mean"], "attacked_std": attacked["std"],
+                     "clean_mean": clean["mean"], "clean_std": clean["std"], "asr_mean": asr["mean"], "asr_std": asr["std"],
+                     "n": clean["n"], "pairs": ", ".join(f"{r['source']}->{r['target']}" for r in results),
+                     "paper_clean": ref[0] if ref else None, "paper_asr": ref[1] if ref else None})
+    return pd.DataFrame(rows, columns=["dataset", "rule", "arch", "poison_rate", "attacked_mean", "attacked_std",
+                                       "clean_mean", "clean_std", "asr_mean", "asr_std", "n", "pairs", "paper_clean",
+                                       "paper_asr"])
+
+
+def _number(value: Any) -> float:
+    """A stored number, NaN where a run's result lacks it (``None``)."""
+    return float("nan") if value is None else float(value)
+
+
+def _cell(row) -> str:
+    text = f"{row.attacked_mean:.2f} ± {row.attacked_std:.2f} / {row.asr_mean:.2f} ± {row.asr_std:.2f} (n={int(row.n)})"
+    if not pd.isna(row.paper_clean):
+        text += f" [paper {row.paper_clean:.2f} / {row.paper_asr:.2f}]"
+    return text
 
 
 def _bars(result: dict[str, Any]) -> Figure:

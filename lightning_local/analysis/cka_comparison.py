@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
 import lightning.pytorch as pl
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from lightning_local.benchmark.figures import error_lines, figure_section, panel_grid
+from lightning_local.benchmark.results import aggregate, layer_order, title
+
 from ..module import SpikingClassifier
-from .base import EvaluationAnalysis
+from .base import EvaluationAnalysis, ReportSection
 from .cka import MIN_BATCH, MinibatchCKA
 from .io import report, save_figure, write_csv, write_json
 from .plots import cka_heatmaps
 from .representations import all_reduce_sum, batches, layer_names, representations
 
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from lightning_local.benchmark.spec import Grid
+
 SELF = "self"
+CSV = "fig2_cka.csv"
+CAPTION = ("Figure 2: layer-wise linear CKA between rules and between conversion and each rule "
+           "(same layer in both models, mean ± std over seeds).")
 
 
 class CKAComparison(EvaluationAnalysis):
@@ -32,6 +45,10 @@ class CKAComparison(EvaluationAnalysis):
     reference_layer, cka), ``cka_<stage>.json`` (one matrix per reference) and
     ``cka_<stage>.png`` (heatmaps).
 
+    In a benchmark spec (``cka: {conversion: CONFIG, architectures: [...], num_samples: N}``) it runs as
+    tests of their own (Figure 2): per architecture and seed, every rule against the later rules and
+    the seed's ANN->SNN conversion run (``conversion``: its config template; empty: no conversion).
+
     Args:
         references: checkpoint paths of :class:`SpikingClassifier` models to compare
             with; empty compares the model with itself.
@@ -41,6 +58,10 @@ class CKAComparison(EvaluationAnalysis):
     """
 
     name = "cka"
+    key = "cka"
+    benchmark_options = frozenset({"conversion", "architectures"})
+    on_training_runs = False
+    report_order = 40
 
     def __init__(
         self,
@@ -113,3 +134,86 @@ class CKAComparison(EvaluationAnalysis):
         for name, m in matrices.items():
             diagonal = ", ".join(f"{own_layers[i]}={m[i, i]:.3f}" for i in range(min(m.shape)))
             report(f"CKA ({stage}, {int(count.item())} samples) vs {name}: diagonal {diagonal}")
+
+    # ------------------------------------------------------------ benchmark
+    @classmethod
+    def check_options(cls, options: dict, architectures: list[str]) -> dict:
+        from lightning_local.benchmark.spec import DEFAULT_CONVERSION_CONFIG  # noqa: PLC0415
+
+        options = super().check_options(options, architectures)
+        chosen = options.get("architectures", architectures)
+        chosen = [str(a).lower() for a in (chosen if isinstance(chosen, list) else [chosen])]
+        if not chosen or not set(chosen) <= set(architectures):
+            raise ValueError(f"cka.architectures {chosen} must be among the spec's architectures {architectures}.")
+        return {**options, "conversion": options.get("conversion", DEFAULT_CONVERSION_CONFIG), "architectures": chosen}
+
+    @classmethod
+    def conversion_config(cls, options: dict) -> Optional[str]:
+        return options.get("conversion") or None
+
+    @classmethod
+    def jobs(cls, options: dict, grid: "Grid") -> list:
+        """Figure 2: per arch and seed, every rule against the later rules and the seed's converted SNN (CKA is
+        symmetric, so each pair is tested once)."""
+        compared = {seed: job.key for seed, job in grid.conversions.items()} if options.get("conversion") else {}
+        rules = grid.spec.rules
+        jobs = []
+        for arch in options["architectures"]:
+            for seed in grid.spec.seeds:
+                for i, rule in enumerate(rules):
+                    references = [(r, grid.models[(r, arch, seed)]) for r in rules[i + 1:]]
+                    if seed in compared:
+                        references.append(("conversion", compared[seed]))
+                    if not references:
+                        continue
+                    own = grid.models[(rule, arch, seed)]
+                    config = grid.base_config(rule, arch, seed)
+                    config.setdefault("trainer", {})["callbacks"] = [grid.callback(cls.key, {
+                        **options, "references": [grid.checkpoint(key) for _, key in references]})]
+                    config["ckpt_path"] = grid.checkpoint(own)
+                    variant = {"references": [r for r, _ in references], "reference_keys": [k for _, k in references]}
+                    jobs.append(grid.job("cka", rule, arch, seed, config, variant, deps=(own, *(k for _, k in references))))
+        return jobs
+
+    @classmethod
+    def collect(cls, run_dir: Path, kind: str, config: dict, variant: dict) -> tuple[dict, dict]:
+        path = Path(run_dir) / "analysis" / f"{cls.name}_test.csv"
+        if kind != "cka":  # the kind of the tests this analysis adds to a grid
+            return {}, {}
+        if not path.is_file():
+            raise RuntimeError(f"the CKA test wrote no {path}")
+        callback = config["trainer"]["callbacks"][0]["init_args"]
+        rule_of = dict(zip(callback["references"], variant["references"]))
+        entries = [{"reference": rule_of.get(r.reference, r.reference), "model_layer": r.model_layer,
+                    "reference_layer": r.reference_layer, "cka": float(r.cka)} for r in pd.read_csv(path).itertuples()]
+        return {"cka": entries}, {"cka": str(path)}
+
+    @classmethod
+    def report(cls, runs: pd.DataFrame, folder: Path) -> list[ReportSection]:
+        data = aggregate(cka_per_seed(runs), ["dataset", "arch", "pair", "layer"], "cka")
+        write_csv(Path(folder) / CSV, data)
+        return [figure_section(cls.report_order, "fig2_cka", CAPTION, _plot(data), folder, [CSV])]
+
+
+def cka_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
+    """Figure 2's data before averaging: one row per CKA test, reference and layer (same layer in both models)."""
+    cka = runs[(runs.kind == "cka") & (runs.status == "done")]
+    rows = [
+        {"dataset": r.dataset, "arch": r.arch, "seed": r.seed, "rule": r.rule, "reference": e["reference"],
+         "pair": f"{r.rule} vs {e['reference']}", "layer": e["model_layer"], "cka": e["cka"]}
+        for r in cka.itertuples() for e in r.metrics.get("cka", []) if e["model_layer"] == e["reference_layer"]
+    ]
+    return pd.DataFrame(rows, columns=["dataset", "arch", "seed", "rule", "reference", "pair", "layer", "cka"])
+
+
+def _plot(data: pd.DataFrame) -> "Optional[Figure]":
+    panels = list(data.groupby(["dataset", "arch"], sort=False))
+    if not panels:
+        return None
+    figure, axes = panel_grid(len(panels))
+    for ax, ((dataset, arch), group) in zip(axes, panels):
+        error_lines(ax, group, "layer", "pair", layer_order(group))
+        ax.set_title(f"{title(dataset)} {arch.upper()}: layer-wise CKA", fontsize=10)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("linear CKA")
+    return figure

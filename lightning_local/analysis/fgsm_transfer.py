@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Optional
 
 import lightning.pytorch as pl
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from lightning_local.benchmark import paper
+from lightning_local.benchmark.results import cell, main_runs, markdown, mean_std_n, pivot_per_setting, title
+
 from ..module import SpikingClassifier
 from .adversarial import Attack, AttackModel, fgsm
-from .base import EvaluationAnalysis
+from .base import EvaluationAnalysis, ReportSection
 from .io import report, save_figure, write_csv, write_json
 from .plots import accuracy_vs_epsilon
 from .representations import all_reduce_sum, batches, evaluate
 
 DEFAULT_EPSILONS = (0.001, 0.005, 0.01, 0.02, 0.05)
+CSV = "table4_fgsm.csv"
 
 
 class FGSMTransfer(EvaluationAnalysis):
@@ -49,6 +55,9 @@ class FGSMTransfer(EvaluationAnalysis):
     """
 
     name = "fgsm"
+    key = "fgsm"
+    attacks_with_ann = True
+    report_order = 20
 
     def __init__(
         self,
@@ -98,3 +107,41 @@ class FGSMTransfer(EvaluationAnalysis):
                     self.path(trainer, stage, ".png"))
         table = ", ".join(f"eps={r['epsilon']:g}: {r['snn_accuracy']:.3f}" for r in rows)
         report(f"FGSM ({stage}, {int(n)} samples, attack on {self.attack_model}) SNN accuracy: {table}")
+
+    # ------------------------------------------------------------ benchmark
+    @classmethod
+    def collect(cls, run_dir: Path, kind: str, config: dict, variant: dict) -> tuple[dict, dict]:
+        path = Path(run_dir) / "analysis" / "fgsm_test.csv"
+        if not path.is_file():
+            return {}, {}
+        table = pd.read_csv(path)
+        return {"fgsm": {f"{e:g}": float(a) for e, a in zip(table.epsilon, table.snn_accuracy)}}, {"fgsm": str(path)}
+
+    @classmethod
+    def report(cls, runs: pd.DataFrame, folder: Path) -> list[ReportSection]:
+        table = table_iv(runs)
+        write_csv(Path(folder) / CSV, table)
+        if not len(table):
+            return [ReportSection(cls.report_order, [], [CSV])]
+        lines = ["## Table IV: accuracy (%) under FGSM per epsilon", "",
+                 "Epsilon 0 is the clean accuracy on the samples the attack used (`fgsm.num_samples`), so it can "
+                 "differ from Table III.", ""]
+        for dataset, frame in pivot_per_setting(table, "epsilon", _cell).items():
+            lines += [f"### {title(dataset)}", "", markdown(frame), ""]
+        return [ReportSection(cls.report_order, lines, [CSV])]
+
+
+def table_iv(runs: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy % under FGSM per dataset, rule, arch and epsilon (epsilon 0 = clean), over seeds."""
+    rows = []
+    for (dataset, rule, arch), group in main_runs(runs).groupby(["dataset", "rule", "arch"], sort=False):
+        per_run = [m["fgsm"] for m in group.metrics if "fgsm" in m]
+        for eps in sorted({float(e) for r in per_run for e in r}):
+            stats = mean_std_n(pd.Series([100 * r[f"{eps:g}"] for r in per_run if f"{eps:g}" in r]))
+            rows.append({"dataset": dataset, "rule": rule, "arch": arch, "epsilon": eps, **stats,
+                         "paper": paper.table_iv(rule, dataset, arch, eps)})
+    return pd.DataFrame(rows, columns=["dataset", "rule", "arch", "epsilon", "mean", "std", "n", "paper"])
+
+
+def _cell(row) -> str:
+    return cell(row["mean"], row["std"], int(row.n), None if pd.isna(row.paper) else row.paper)

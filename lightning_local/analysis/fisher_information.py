@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Optional, get_args
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Optional, get_args
 
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Callback
+from matplotlib.ticker import MaxNLocator
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from lightning_local.benchmark.figures import error_lines, figure_section, panel_grid
+from lightning_local.benchmark.results import aggregate, main_runs, title
+
 from ..module import SpikingClassifier
+from .base import Analysis, ReportSection
 from .fisher import WEIGHT_KINDS, Readout, check_readout, normalize_per_step, squared_gradient_norms, weight_kinds_present
 from .io import analysis_dir, report, save_figure, write_csv, write_json
 from .plots import grouped_bars
 from .representations import all_reduce_sum, batches, layer_names, rank_shard
 
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
 Split = Literal["train", "val"]
 FisherKind = Literal["empirical", "true"]
+CSV = "fig4_fisher.csv"
+CAPTION = ("Figure 4: normalized Fisher information per layer (mean over time steps) for LW-FF, LW-REC "
+           "and RW-REC over training epochs.")
 
 
 def _split_dataset(trainer: "pl.Trainer", split: Split) -> Dataset:
@@ -35,7 +46,7 @@ def _split_dataset(trainer: "pl.Trainer", split: Split) -> Dataset:
     return dataset
 
 
-class FisherInformation(Callback):
+class FisherInformation(Analysis):
     """Records ``F_t = mean_x ||grad_w log f_w(y | x_{<=t})||^2`` per layer for LW and RW at chosen epochs.
 
     At the end of each chosen training epoch, per-sample gradients of the
@@ -56,7 +67,8 @@ class FisherInformation(Callback):
 
     Writes (updated after each recorded epoch) ``fisher_information.csv`` (epoch,
     t, layer, weights, fisher, fisher_normalized), ``fisher_information.json`` and
-    ``fisher_information.png``.
+    ``fisher_information.png``. The rows of earlier epochs are part of the callback's state in the
+    run's checkpoints, so a resumed run's files still hold every recorded epoch once.
 
     Args:
         epochs: 0-based epochs after which to record (None: every epoch).
@@ -72,6 +84,8 @@ class FisherInformation(Callback):
     """
 
     name = "fisher_information"
+    key = "fisher"
+    report_order = 60
 
     def __init__(
         self,
@@ -102,6 +116,12 @@ class FisherInformation(Callback):
         self.seed = seed
         self.output_dir = output_dir
         self.rows: list[dict] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": list(self.rows)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict.get("rows", []))
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         epoch = trainer.current_epoch
@@ -175,3 +195,43 @@ class FisherInformation(Callback):
         save_figure(grouped_bars(groups, layers, "normalized Fisher (mean over t)"), folder / f"{self.name}.png")
         latest = max(summary, key=int)
         report(f"Fisher information epoch {latest}: LW share {summary[latest]['LW']:.3f}, RW share {summary[latest]['RW']:.3f}")
+
+    # ------------------------------------------------------------ benchmark
+    @classmethod
+    def collect(cls, run_dir: Path, kind: str, config: dict, variant: dict) -> tuple[dict, dict]:
+        path = Path(run_dir) / "analysis" / f"{cls.name}.csv"
+        return ({}, {cls.key: str(path)}) if path.is_file() else ({}, {})
+
+    @classmethod
+    def report(cls, runs: pd.DataFrame, folder: Path) -> list[ReportSection]:
+        data = aggregate(fisher_per_seed(runs), ["dataset", "rule", "series", "epoch", "layer"], "fisher_normalized")
+        write_csv(Path(folder) / CSV, data)
+        return [figure_section(cls.report_order, "fig4_fisher", CAPTION, _plot(data), folder, [CSV])]
+
+
+def fisher_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
+    """Figure 4's data before averaging: normalized Fisher (mean over t) per run, epoch, layer and weights (LW/RW)."""
+    parts = []
+    for r in main_runs(runs).itertuples():
+        if "fisher" not in r.paths:
+            continue
+        table = pd.read_csv(r.paths["fisher"])
+        per_layer = table.groupby(["epoch", "layer", "weights"], sort=False).fisher_normalized.mean().reset_index()
+        per_layer["series"] = per_layer.weights + "-" + r.arch.upper()
+        parts.append(per_layer.assign(dataset=r.dataset, rule=r.rule, arch=r.arch, seed=r.seed))
+    columns = ["dataset", "rule", "arch", "weights", "series", "epoch", "layer", "seed", "fisher_normalized"]
+    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+
+
+def _plot(data: pd.DataFrame) -> "Optional[Figure]":
+    panels = list(data.groupby(["dataset", "rule", "series"], sort=False))
+    if not panels:
+        return None
+    figure, axes = panel_grid(len(panels))
+    for ax, ((dataset, rule, series), group) in zip(axes, panels):
+        error_lines(ax, group, "epoch", "layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{title(dataset)} {rule}: {series}", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("normalized Fisher (mean over t)")
+    return figure

@@ -75,7 +75,11 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from . import paper
-from .results import adversarial_cka_per_seed, cka_per_seed, fisher_per_seed, layer_order, markdown, mean_std_n, title
+from lightning_local.analysis.adversarial_cka import adversarial_cka_per_seed
+from lightning_local.analysis.cka_comparison import cka_per_seed
+from lightning_local.analysis.fisher_information import fisher_per_seed
+
+from .results import layer_order, markdown, mean_std_n, title
 
 ALPHA = 0.05
 MIN_PAIRS = 3

@@ -1,16 +1,13 @@
-"""A grid's runs as frames: one row per run (:func:`runs_frame`), the figures' per-seed data, and the
-formatting the report and its Findings share.
-
-The per-seed functions read each finished run's result files (named in its ``paths``) and pair
-REC with FF where a figure needs it; the report averages them, the Findings test them.
+"""A grid's runs as a frame (one row per run, :func:`runs_frame`) and the formatting that the report's
+sections (each analysis's :meth:`~lightning_local.analysis.base.Analysis.report`) and its Findings share.
 """
 
 from __future__ import annotations
 
+from typing import Any, Callable, Optional
+
 import numpy as np
 import pandas as pd
-
-from lightning_local.analysis.adversarial_cka import cka_difference
 
 from .spec import Job
 from .store import ResultStore
@@ -39,6 +36,44 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
+def cell(mean: float, std: float, n: int, paper_value: Optional[float] = None) -> str:
+    """A table cell: ``mean ± std (n=N)``, with ``[paper X]`` where the paper has a value."""
+    text = "–" if n == 0 or np.isnan(mean) else f"{mean:.2f} ± {std:.2f} (n={n})"
+    if paper_value is not None and not np.isnan(paper_value):  # the paper has no value for e.g. conversion
+        text += f" [paper {paper_value:.2f}]"
+    return text
+
+
+def pivot_per_setting(table: pd.DataFrame, column: str, format_cell: Callable[[Any], str]) -> dict[str, pd.DataFrame]:
+    """Per dataset, one row per rule and architecture and one column per value of ``column`` (e.g. epsilon)."""
+    out = {}
+    for dataset, part in table.groupby("dataset", sort=False):
+        values = sorted(part[column].unique())
+        rows = []
+        for (rule, arch), group in part.groupby(["rule", "arch"], sort=False):
+            row = {"rule": f"{rule} {arch.upper()}"}
+            for value in values:
+                match = group[group[column] == value]
+                row[f"{value:g}"] = format_cell(match.iloc[0]) if len(match) else "–"
+            rows.append(row)
+        out[dataset] = pd.DataFrame(rows)
+    return out
+
+
+def aggregate(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
+    """Mean, sample std (0 for one value) and n of ``value`` per group of ``keys``."""
+    if frame.empty:
+        return pd.DataFrame(columns=keys + ["mean", "std", "n"])
+    grouped = frame.groupby(keys, sort=False)[value]
+    out = grouped.agg(mean="mean", std=lambda v: float(v.std(ddof=1)) if len(v) > 1 else 0.0, n="count")
+    return out.reset_index()
+
+
+def main_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The finished main training runs (no backdoor poisoning, no CKA tests)."""
+    return runs[(runs.kind == "train") & runs.poison_rate.isna() & (runs.status == "done")]
+
+
 def runs_frame(jobs: list[Job], store: ResultStore) -> pd.DataFrame:
     """One row per job of the grid with its status, metrics and paths."""
     rows = {row["key"]: row for row in store.runs([j.key for j in jobs])}
@@ -54,47 +89,6 @@ def runs_frame(jobs: list[Job], store: ResultStore) -> pd.DataFrame:
             "error": row.get("error"), "run_dir": row.get("run_dir"),
         })
     return pd.DataFrame(records)
-
-
-def cka_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
-    """Figure 2's data before averaging: one row per CKA test, reference and layer (same layer in both models)."""
-    cka = runs[(runs.kind == "cka") & (runs.status == "done")]
-    rows = [
-        {"dataset": r.dataset, "arch": r.arch, "seed": r.seed, "rule": r.rule, "reference": e["reference"],
-         "pair": f"{r.rule} vs {e['reference']}", "layer": e["model_layer"], "cka": e["cka"]}
-        for r in cka.itertuples() for e in r.metrics.get("cka", []) if e["model_layer"] == e["reference_layer"]
-    ]
-    return pd.DataFrame(rows, columns=["dataset", "arch", "seed", "rule", "reference", "pair", "layer", "cka"])
-
-
-def adversarial_cka_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
-    """Figure 3's data before averaging: CKA(clean, FGSM) of REC minus FF per dataset, rule, seed, epsilon, layer."""
-    main = runs[(runs.kind == "train") & runs.poison_rate.isna() & (runs.status == "done")]
-    tables = {(r.dataset, r.rule, r.arch, r.seed): r.paths["adversarial_cka"]
-              for r in main.itertuples() if "adversarial_cka" in r.paths}
-    rows = []
-    for (dataset, rule, arch, seed), path in tables.items():
-        if arch != "rec" or (dataset, rule, "ff", seed) not in tables:
-            continue
-        diff = cka_difference(pd.read_csv(path), pd.read_csv(tables[(dataset, rule, "ff", seed)]))
-        rows += [{"dataset": dataset, "rule": rule, "seed": seed, "epsilon": d.epsilon, "layer": d.layer,
-                  "cka": d.cka} for d in diff.itertuples()]
-    return pd.DataFrame(rows, columns=["dataset", "rule", "seed", "epsilon", "layer", "cka"])
-
-
-def fisher_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
-    """Figure 4's data before averaging: normalized Fisher (mean over t) per run, epoch, layer and weights (LW/RW)."""
-    main = runs[(runs.kind == "train") & runs.poison_rate.isna() & (runs.status == "done")]
-    parts = []
-    for r in main.itertuples():
-        if "fisher" not in r.paths:
-            continue
-        table = pd.read_csv(r.paths["fisher"])
-        per_layer = table.groupby(["epoch", "layer", "weights"], sort=False).fisher_normalized.mean().reset_index()
-        per_layer["series"] = per_layer.weights + "-" + r.arch.upper()
-        parts.append(per_layer.assign(dataset=r.dataset, rule=r.rule, arch=r.arch, seed=r.seed))
-    columns = ["dataset", "rule", "arch", "weights", "series", "epoch", "layer", "seed", "fisher_normalized"]
-    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
 
 
 def layer_order(frame: pd.DataFrame) -> list[str]:

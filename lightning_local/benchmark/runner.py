@@ -27,16 +27,13 @@ from typing import Any, Callable, Optional
 import pandas as pd
 import yaml
 
-from lightning_local.analysis.io import write_csv, write_text
+from lightning_local.analysis.io import write_text
 
 from .spec import PLACEHOLDER, TUNE_OPTIONS, tuning_deps, with_settings
 from .store import HEARTBEAT_EVERY, ResultStore, owner_id
 
 LOG_NAME = "log.txt"
 CONFIG_NAME = "run.yaml"
-FISHER = "fisher_information"
-BACKDOOR_RESULTS = ("clean_accuracy", "accuracy_under_attack", "attack_success_rate", "asr_baseline", "source", "target",
-                    "poison_rate", "poison_from", "relabel", "num_triggered")
 _CHILDREN: set[subprocess.Popen] = set()  # live runs of this process, ended on interrupt
 _CHILDREN_LOCK = threading.Lock()
 _STOPPING = threading.Event()  # set on Ctrl-C: runs ended by us stay resumable, not "failed"
@@ -160,8 +157,6 @@ def execute(store_path: str, key: str, threads: Optional[int] = None, accelerato
         if resume is not None and resumed_epoch is None:  # torn by the kill: start this run afresh
             os.replace(resume, resume.with_suffix(".ckpt.unreadable"))
             resume = None
-        if resume is not None:
-            _keep_fisher_rows(run_dir, row["attempts"] - 1)  # the attempt that wrote it
         if row["kind"] == "tune":
             cmd = tune_command(run_dir, tune_options, accelerator)
         else:
@@ -236,27 +231,6 @@ def tail(path: Path, lines: int = 3) -> str:
 
 
 # ----------------------------------------------------------------------------- results
-def _keep_fisher_rows(run_dir: Path, attempt: int) -> None:
-    """Fisher's CSV holds only the epochs of one process: keep the interrupted attempt's rows before resuming."""
-    current = run_dir / "analysis" / f"{FISHER}.csv"
-    if current.is_file():
-        os.replace(current, run_dir / "analysis" / f"{FISHER}.attempt{attempt}.csv")
-
-
-def _merged_fisher(folder: Path) -> Optional[Path]:
-    """All attempts' Fisher rows in one CSV (later attempts win per epoch)."""
-    parts = sorted(folder.glob(f"{FISHER}.attempt*.csv"), key=lambda p: int(re.search(r"attempt(\d+)", p.name).group(1)))
-    if (folder / f"{FISHER}.csv").is_file():
-        parts.append(folder / f"{FISHER}.csv")
-    if not parts:
-        return None
-    tables = [pd.read_csv(p) for p in parts]
-    for i, table in enumerate(tables):  # an epoch recorded again by a later attempt replaces the earlier rows
-        later = set().union(*(set(t.epoch) for t in tables[i + 1:])) if i + 1 < len(tables) else set()
-        tables[i] = table[~table.epoch.isin(later)]
-    return write_csv(folder / f"{FISHER}_all.csv", pd.concat(tables, ignore_index=True).sort_values(["epoch", "t"]))
-
-
 def _last(frame: pd.DataFrame, column: str) -> Optional[float]:
     if column not in frame:
         return None
@@ -265,16 +239,18 @@ def _last(frame: pd.DataFrame, column: str) -> Optional[float]:
 
 
 def collect(run_dir: Path, kind: str, config: dict, variant: dict) -> tuple[dict, dict]:
-    """Metrics (small, into the store) and result paths of a finished run."""
+    """Metrics (small, into the store) and result paths of a finished run: the last value of every logged
+    ``test_*`` metric, the best val_acc, checkpoints, and what each installed analysis reads from its files."""
+    from lightning_local.analysis.registry import registered_analyses  # noqa: PLC0415 (analyses import the benchmark)
+
     run_dir = Path(run_dir)
-    analysis = run_dir / "analysis"
     metrics: dict[str, Any] = {}
     paths: dict[str, str] = {"run_dir": str(run_dir), "log": str(run_dir / LOG_NAME)}
     if kind == "tune":
         return _collect_tune(run_dir, paths)
     table = pd.read_csv(run_dir / "metrics.csv")
-    for column in ("test_acc", "test_loss", "test_asr", "test_asr_baseline", "test_ann_acc"):
-        value = _last(table, column)
+    for column in table.columns:
+        value = _last(table, column) if column.startswith("test_") else None
         if value is not None:
             metrics[column] = value
     if kind == "train":
@@ -286,28 +262,10 @@ def collect(run_dir: Path, kind: str, config: dict, variant: dict) -> tuple[dict
                 paths[name] = str(path)
         if "test_acc" not in metrics:
             raise RuntimeError("metrics.csv has no test_acc (the run did not test its best checkpoint)")
-    if (analysis / "fgsm_test.csv").is_file():
-        fgsm = pd.read_csv(analysis / "fgsm_test.csv")
-        metrics["fgsm"] = {f"{e:g}": float(a) for e, a in zip(fgsm.epsilon, fgsm.snn_accuracy)}
-        paths["fgsm"] = str(analysis / "fgsm_test.csv")
-    if (analysis / "backdoor_test.json").is_file():
-        result = json.loads((analysis / "backdoor_test.json").read_text())
-        metrics["backdoor"] = {k: result.get(k) for k in BACKDOOR_RESULTS}
-    if (analysis / "adversarial_cka_test.csv").is_file():
-        paths["adversarial_cka"] = str(analysis / "adversarial_cka_test.csv")
-    fisher = _merged_fisher(analysis) if analysis.is_dir() else None
-    if fisher is not None:
-        paths["fisher"] = str(fisher)
-    if kind == "cka":
-        cka = pd.read_csv(analysis / "cka_test.csv")
-        callback = config["trainer"]["callbacks"][0]["init_args"]
-        rule_of = dict(zip(callback["references"], variant["references"]))
-        metrics["cka"] = [
-            {"reference": rule_of.get(r.reference, r.reference), "model_layer": r.model_layer,
-             "reference_layer": r.reference_layer, "cka": float(r.cka)}
-            for r in cka.itertuples()
-        ]
-        paths["cka"] = str(analysis / "cka_test.csv")
+    for analysis in registered_analyses().values():
+        found, files = analysis.cls.collect(run_dir, kind, config, variant)
+        metrics.update(found)
+        paths.update(files)
     return metrics, paths
 
 

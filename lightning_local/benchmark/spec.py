@@ -39,36 +39,25 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
-from importlib import import_module
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import yaml
 
-from lightning_local.data.backdoor import distinct_pairs
 from lightning_local.learners.registry import DATASET_GROUP, LEARNER_GROUP, available
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lightning_local.analysis.registry import RegisteredAnalysis
 
 DEFAULT_CONFIG = "configs/paper/{dataset}/{rule}_{arch}.yaml"
 DEFAULT_CONVERSION_CONFIG = "configs/{dataset}/conversion_ff.yaml"
 ARCHITECTURES = ("ff", "rec")
-ANALYSES = ("accuracy", "fgsm", "backdoor", "cka", "adversarial_cka", "fisher")
 SPEC_KEYS = {"name", "output", "config", "datasets", "rules", "architectures", "seeds", "overrides", "analyses", "resources",
              "tune"}
 TUNE_KEYS = {"trials", "pruner", "seed", "timeout", "overrides", "export"}
 TUNE_PRUNERS = ("median", "halving", "none")
 DATASET_KEYS = {"config", "root", "overrides"}
 
-ANALYSIS_CALLBACKS = {
-    "fgsm": "lightning_local.analysis.FGSMTransfer",
-    "adversarial_cka": "lightning_local.analysis.AdversarialCKA",
-    "fisher": "lightning_local.analysis.FisherInformation",
-    "cka": "lightning_local.analysis.CKAComparison",
-    "backdoor": "lightning_local.analysis.BackdoorEvaluation",
-}
-BACKDOOR_DATA = "lightning_local.data.backdoor.Backdoor"
-ATTACKED = ("fgsm", "adversarial_cka")  # analyses crafting FGSM on the seed's trained ANN (unless told otherwise)
-# Options the benchmark itself consumes (everything else goes to the callback / data module).
-OWN_OPTIONS = {"backdoor": {"poison_rates", "pairs", "pair_seed"}, "cka": {"conversion", "architectures"}}
 PLACEHOLDER = "{checkpoint:%s}"  # replaced by a dependency's best checkpoint when a job starts
 # A run of a tuned cell carries TUNED: "{tuned:KEY}" (KEY: the cell's tune job); the runner replaces it by the
 # tuned settings when the run starts. A tune job carries its search options under TUNE_OPTIONS.
@@ -198,13 +187,11 @@ def _names(value: Any, what: str) -> list:
     return value
 
 
-def _dataset_class(config: dict) -> Any:
-    data = config.get("data") or {}
-    module, _, attr = str(data.get("class_path", "")).rpartition(".")
-    try:
-        return getattr(import_module(module), attr)
-    except (ImportError, AttributeError, ValueError):
-        return None
+def installed_analyses() -> "dict[str, RegisteredAnalysis]":
+    """The analyses a spec can name (the ``lightning_local.analyses`` entry points), in report order."""
+    from lightning_local.analysis.registry import registered_analyses  # noqa: PLC0415 (analyses import the benchmark)
+
+    return registered_analyses()
 
 
 # ----------------------------------------------------------------------------- loading
@@ -269,28 +256,17 @@ def load_spec(path: str | Path, check_configs: bool = True) -> Spec:
         analyses_raw = {name: {} for name in analyses_raw}
     if not isinstance(analyses_raw, dict):
         raise SpecError(f"The spec's analyses must be a mapping name -> options (got {analyses_raw!r}).")
+    installed = installed_analyses()
     analyses = {}
     for name, options in analyses_raw.items():
-        if name not in ANALYSES:
-            raise SpecError(f"Unknown analysis {name!r} in {path}: available analyses are {', '.join(ANALYSES)}.")
-        analyses[name] = dict(options or {})
-    backdoor = analyses.get("backdoor")
-    if backdoor is not None:
-        rates = backdoor.get("poison_rates", [0.1, 0.3, 0.5, 0.7, 0.9])
-        if not isinstance(rates, list) or not rates or not all(isinstance(r, (int, float)) and 0 <= r <= 1 for r in rates):
-            raise SpecError(f"backdoor.poison_rates must be a list of numbers in [0, 1] (got {rates!r}).")
-        pairs = backdoor.get("pairs", 5)
-        if not isinstance(pairs, int) or pairs < 1:
-            raise SpecError(f"backdoor.pairs must be a positive integer (got {pairs!r}).")
-        backdoor.update(poison_rates=[float(r) for r in rates], pairs=pairs, pair_seed=int(backdoor.get("pair_seed", 0)))
-    if "cka" in analyses:
-        analyses["cka"].setdefault("conversion", DEFAULT_CONVERSION_CONFIG)
-        cka_archs = [str(a).lower() for a in _names(analyses["cka"].get("architectures", architectures), "cka.architectures")]
-        if not set(cka_archs) <= set(architectures):
-            raise SpecError(f"cka.architectures {cka_archs} must be among the spec's architectures {architectures}.")
-        analyses["cka"]["architectures"] = cka_archs
-    if "adversarial_cka" in analyses and set(architectures) != set(ARCHITECTURES):
-        raise SpecError("adversarial_cka reports REC minus FF (Figure 3): list both architectures, ff and rec.")
+        if name not in installed:
+            raise SpecError(f"Unknown analysis {name!r} in {path}: available analyses are {', '.join(installed)}.")
+        if options is not None and not isinstance(options, dict):
+            raise SpecError(f"The options of analysis {name!r} must be a mapping (got {options!r}).")
+        try:
+            analyses[name] = installed[name].cls.check_options(dict(options or {}), architectures)
+        except ValueError as error:
+            raise SpecError(str(error)) from None
 
     tune = _tune_options(raw.get("tune"), path)
 
@@ -395,120 +371,104 @@ def _with_callbacks(config: dict, callbacks: list[dict]) -> dict:
     return config
 
 
-def _callback(analysis: str, options: dict) -> dict:
-    args = {k: v for k, v in options.items() if k not in OWN_OPTIONS.get(analysis, set())}
-    return {"class_path": ANALYSIS_CALLBACKS[analysis], "init_args": args}
+@dataclass
+class Grid:
+    """One dataset of a spec while it expands: what an analysis builds its own jobs from
+    (:meth:`~lightning_local.analysis.base.Analysis.jobs`).
+
+    ``models`` maps (rule, arch, seed) to the key of its main training run; ``conversions`` maps a seed
+    to its ANN->SNN conversion run (FGSM's ANN, Figure 2's converted SNN), where the grid has one.
+    """
+
+    spec: Spec
+    dataset: str
+    analyses: "dict[str, RegisteredAnalysis]"
+    models: dict[tuple[str, str, int], str] = field(default_factory=dict)
+    conversions: dict[int, Job] = field(default_factory=dict)
+
+    def base_config(self, rule: str, arch: str, seed: int) -> dict:
+        """The cell's run config for ``seed`` (template, overrides, data root, seed, tuned settings)."""
+        return _base_config(self.spec, self.dataset, rule, arch, seed)
+
+    def callback(self, key: str, options: dict) -> dict:
+        """Analysis ``key``'s callback entry of a run's ``trainer.callbacks`` with ``options``."""
+        analysis = self.analyses[key]
+        return {"class_path": analysis.class_path, "init_args": analysis.cls.callback_args(options)}
+
+    @staticmethod
+    def with_callbacks(config: dict, callbacks: list[dict]) -> dict:
+        """A copy of ``config`` with ``callbacks`` added to its trainer's."""
+        return _with_callbacks(config, callbacks)
+
+    @staticmethod
+    def checkpoint(key: str) -> str:
+        """Stands for run ``key``'s best checkpoint in a config (replaced when the job starts)."""
+        return PLACEHOLDER % key
+
+    def job(self, kind: str, rule: str, arch: str, seed: int, config: dict, variant: Optional[dict] = None,
+            deps: tuple[str, ...] = ()) -> Job:
+        """A job of this dataset."""
+        return Job(kind, self.dataset, rule, arch, seed, config, dict(variant or {}), tuple(deps))
+
+    def wants_ann(self) -> list[str]:
+        """The spec's analyses that attack with the seed's trained ANN."""
+        return [key for key, options in self.spec.analyses.items() if self.analyses[key].cls.wants_ann(options)]
+
+    def train_callbacks(self, ann: Optional[Job]) -> list[dict]:
+        """The callbacks of a main training run; those attacking with an ANN get ``ann``'s checkpoint."""
+        attacking = self.wants_ann() if ann is not None else []
+        return [self.callback(key, {**self.spec.analyses[key],
+                                    **({"ann_checkpoint": self.checkpoint(ann.key)} if key in attacking else {})})
+                for key, analysis in self.analyses.items()
+                if key in self.spec.analyses and analysis.cls.on_training_runs]
 
 
-def _attacks_with_ann(spec: Spec) -> list[str]:
-    """The FGSM analyses of the spec that craft their attack on the seed's trained ANN."""
-    return [a for a in ATTACKED if a in spec.analyses and spec.analyses[a].get("attack_model", "ann") == "ann"
-            and not spec.analyses[a].get("ann_checkpoint")]
-
-
-def _conversion_jobs(spec: Spec, dataset: str) -> dict[int, Job]:
-    """One ANN->SNN conversion run per seed, when Figure 2 compares with it or an FGSM analysis attacks with its ANN."""
-    compared = bool((spec.analyses.get("cka") or {}).get("conversion"))
-    if not compared and not _attacks_with_ann(spec):
+def _conversion_jobs(grid: Grid) -> dict[int, Job]:
+    """One ANN->SNN conversion run per seed, when an analysis compares with it (Figure 2) or attacks with its ANN."""
+    spec, dataset = grid.spec, grid.dataset
+    templates = [grid.analyses[key].cls.conversion_config(options) for key, options in spec.analyses.items()]
+    if not any(templates) and not grid.wants_ann():
         return {}
-    template = (spec.analyses.get("cka") or {}).get("conversion") or _ann_template(spec, dataset)
+    template = next((t for t in templates if t), None) or _ann_template(spec, dataset)
     return {seed: Job("train", dataset, "conversion", "ff", seed, _base_config(spec, dataset, "conversion", "ff", seed, template))
             for seed in spec.seeds}
 
 
 def _ann_template(spec: Spec, dataset: str) -> str:
-    """The conversion config of FGSM's ANN without ``cka.conversion``: the spec's own template's, if it has one."""
+    """The conversion config of FGSM's ANN when no analysis fixes one: the spec's own template's, if it has one."""
     own = spec.datasets[dataset].get("config") or spec.config
     found = resolve_path(own.format(dataset=dataset, rule="conversion", arch="ff"), _anchors(spec.path))
     return own if found is not None and found.is_file() else DEFAULT_CONVERSION_CONFIG
 
 
-def _train_callbacks(spec: Spec, ann: Optional[Job]) -> list[dict]:
-    """The analysis callbacks of a main training run; FGSM analyses get ``ann``'s checkpoint to attack with."""
-    attacked = _attacks_with_ann(spec) if ann is not None else []
-    return [_callback(a, {**spec.analyses[a], **({"ann_checkpoint": PLACEHOLDER % ann.key} if a in attacked else {})})
-            for a in ("fgsm", "adversarial_cka", "fisher") if a in spec.analyses]
-
-
 def expand(spec: Spec) -> list[Job]:
-    """All jobs of the grid: conversion runs (FGSM's ANN, Figure 2), training runs, then the CKA tests that need them."""
+    """All jobs of the grid: conversion runs (FGSM's ANN, Figure 2), training runs, then the analyses' own jobs."""
+    installed = installed_analyses()
     jobs: list[Job] = []
-    backdoor = spec.analyses.get("backdoor")
-    cka = spec.analyses.get("cka")
     for dataset in spec.datasets:
-        models: dict[tuple[str, str, int], str] = {}
-        conversions = _conversion_jobs(spec, dataset)
-        jobs += list(conversions.values())
+        grid = Grid(spec, dataset, installed)
+        grid.conversions = _conversion_jobs(grid)
+        jobs += list(grid.conversions.values())
         if spec.tune is not None:
             jobs += [tune_job(spec, dataset, rule, arch) for rule in spec.rules for arch in spec.architectures]
+        attacked = bool(grid.wants_ann())
         for rule in spec.rules:
             for arch in spec.architectures:
                 for seed in spec.seeds:
-                    ann = conversions.get(seed) if _attacks_with_ann(spec) else None
-                    config = _with_callbacks(_base_config(spec, dataset, rule, arch, seed), _train_callbacks(spec, ann))
+                    ann = grid.conversions.get(seed) if attacked else None
+                    config = _with_callbacks(_base_config(spec, dataset, rule, arch, seed), grid.train_callbacks(ann))
                     deps = tuning_deps(config) + ((ann.key,) if ann is not None else ())
                     job = Job("train", dataset, rule, arch, seed, config, deps=deps)
                     jobs.append(job)
-                    models[(rule, arch, seed)] = job.key
-        if backdoor is not None:
-            jobs += _backdoor_jobs(spec, dataset, backdoor)
-        if cka is not None:
-            compared = {seed: job.key for seed, job in conversions.items()} if cka.get("conversion") else {}
-            jobs += _cka_jobs(spec, dataset, cka, models, compared)
+                    grid.models[(rule, arch, seed)] = job.key
+        for key, analysis in installed.items():
+            if key not in spec.analyses:
+                continue
+            try:
+                jobs += analysis.cls.jobs(spec.analyses[key], grid)
+            except ValueError as error:
+                raise SpecError(str(error)) from None
     return jobs
-
-
-def _backdoor_jobs(spec: Spec, dataset: str, options: dict) -> list[Job]:
-    jobs = []
-    extra = {k: v for k, v in options.items() if k not in OWN_OPTIONS["backdoor"]}  # e.g. trigger
-    pairs = None
-    for rule in spec.rules:
-        for arch in spec.architectures:
-            for pair_index in range(options["pairs"]):
-                seed = spec.seeds[pair_index % len(spec.seeds)]
-                base = _base_config(spec, dataset, rule, arch, seed)
-                if pairs is None:
-                    cls = _dataset_class(base)
-                    if cls is None or not getattr(cls, "class_names", None):
-                        raise SpecError(f"Backdoor runs need an event data module with class names; {dataset}'s "
-                                        f"config names {(base.get('data') or {}).get('class_path')!r}.")
-                    try:
-                        pairs = distinct_pairs(len(cls.class_names), options["pairs"], options["pair_seed"])
-                    except ValueError as error:
-                        raise SpecError(f"backdoor.pairs: {error}") from None
-                source, target = pairs[pair_index]
-                for rate in options["poison_rates"]:
-                    config = copy.deepcopy(base)
-                    config["data"] = {"class_path": BACKDOOR_DATA, "init_args": {
-                        "base": base["data"], "poison_rate": rate, "source": source, "target": target,
-                        "seed": pair_index, **extra}}
-                    config = _with_callbacks(config, [_callback("backdoor", {})])
-                    variant = {"poison_rate": rate, "pair": pair_index, "source": source, "target": target}
-                    jobs.append(Job("train", dataset, rule, arch, seed, config, variant, deps=tuning_deps(config)))
-    return jobs
-
-
-def _cka_jobs(spec: Spec, dataset: str, options: dict, models: dict, conversion: dict[int, str]) -> list[Job]:
-    """Figure 2: per arch and seed every rule against the later rules and the seed's converted SNN
-    (``conversion``: seed -> its run's key; CKA is symmetric, so each pair is tested once)."""
-    out = []
-    callback_options = {k: v for k, v in options.items() if k not in OWN_OPTIONS["cka"]}
-    for arch in options["architectures"]:
-        for seed in spec.seeds:
-            for i, rule in enumerate(spec.rules):
-                references = [(r, models[(r, arch, seed)]) for r in spec.rules[i + 1:]]
-                if seed in conversion:
-                    references.append(("conversion", conversion[seed]))
-                if not references:
-                    continue
-                own = models[(rule, arch, seed)]
-                config = _base_config(spec, dataset, rule, arch, seed)
-                config.setdefault("trainer", {})["callbacks"] = [_callback("cka", {
-                    **callback_options, "references": [PLACEHOLDER % key for _, key in references]})]
-                config["ckpt_path"] = PLACEHOLDER % own
-                variant = {"references": [r for r, _ in references], "reference_keys": [k for _, k in references]}
-                out.append(Job("cka", dataset, rule, arch, seed, config, variant, deps=(own, *(k for _, k in references))))
-    return out
 
 
 # ----------------------------------------------------------------------------- config check

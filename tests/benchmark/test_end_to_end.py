@@ -44,7 +44,7 @@ def test_tiny_benchmark_through_the_cli(tmp_path, capsys, tiny_digits):
     store = ResultStore(tmp_path / "out" / "results.sqlite")
     runs = store.runs()
     assert all(r["status"] == "done" for r in runs)
-    main_ff = next(r for r in runs if r["kind"] == "train" and r["arch"] == "ff" and not r["variant"])
+    main_ff = next(r for r in runs if r["kind"] == "train" and r["rule"] == "bptt" and r["arch"] == "ff" and not r["variant"])
     assert set(main_ff["metrics"]["fgsm"]) == {"0", "0.05"} and 0 <= main_ff["metrics"]["test_acc"] <= 1
     assert set(pd.read_csv(main_ff["paths"]["fisher"]).epoch) == {1}
     backdoor = next(r for r in runs if r["variant"].get("poison_rate") == 0.5)
@@ -68,7 +68,7 @@ def test_tiny_benchmark_through_the_cli(tmp_path, capsys, tiny_digits):
     code, out = benchmark(args + ["--report-only"], capsys)
     assert code == 0 and "re-read the results of 6 finished runs" in out
     assert store.get(backdoor["key"])["metrics"] == backdoor["metrics"]
-    table_v = pd.read_csv(tmp_path / "out" / "report" / "table_v.csv")
+    table_v = pd.read_csv(tmp_path / "out" / "report" / "table5_backdoor.csv")
     assert table_v.attacked_mean.notna().all()
 
 

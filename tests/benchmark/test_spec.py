@@ -36,7 +36,11 @@ def run_cli(args, capsys):
         ({"analyses": {"adversarial_cka": {}}}, "list both architectures"),
         # a typo in an override is caught by the CLI parser before any run starts
         ({"overrides": {"model.hidden_size": [4]}}, "hidden_size"),
-        ({"analyses": {"fgsm": {"epsilon": [0.1]}}}, "epsilon"),
+        # an analysis's options are checked against its callback's arguments (the data module's, for backdoor)
+        ({"analyses": {"fgsm": {"epsilon": [0.1]}}}, "Unknown option(s) ['epsilon'] for analysis 'fgsm'"),
+        ({"analyses": {"backdoor": {"trigger_value": 1, "triger": [[0, 1, 1]]}}},
+         "Unknown option(s) ['triger'] for analysis 'backdoor'"),
+        ({"analyses": {"fisher": []}}, "options of analysis 'fisher' must be a mapping"),
     ],
 )
 def test_bad_spec_fails_with_one_line_before_any_run(tmp_path, capsys, tiny_digits, change, message):
@@ -46,7 +50,7 @@ def test_bad_spec_fails_with_one_line_before_any_run(tmp_path, capsys, tiny_digi
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lightning-local: error: "), err
     assert message in lines[0]
-    if message in ("hidden_size", "epsilon"):
+    if message == "hidden_size":
         assert "The config of saccade_digits bptt FF seed 0" in lines[0]
     assert not (tmp_path / "out").exists(), "nothing may start (not even the store) when the spec is wrong"
 
