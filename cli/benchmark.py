@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .resolve import validate_config
 from .subcommand import PROG, SubcommandParser, add_executor_arguments, make_executor
 
 
@@ -39,7 +40,7 @@ def run(args: Optional[Sequence[str]] = None) -> int:
     from lightning_local.benchmark.tuned import export_tuned
 
     options = parser().parse_args(args)
-    spec = load_spec(options.config, check_configs=not options.report_only)
+    spec = load_spec(options.config, validate=None if options.report_only else validate_config)
     jobs = expand(spec)
     output = Path(options.output or spec.output or Path("benchmark") / spec.name).resolve()
     store = ResultStore(output / "results.sqlite")

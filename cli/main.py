@@ -18,7 +18,8 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from types import ModuleType
+from typing import Any, NoReturn, Optional, Sequence
 
 import torch
 from jsonargparse import Namespace
@@ -28,6 +29,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_local.data.base import EventDataModule
+from lightning_local.data.choices import ModelFacts, resolve_data_choices, runs_on_cpu
 from lightning_local.data.errors import DataArgumentError, DatasetNotFoundError, EventDataError
 from lightning_local.data.interface import SpikingDataModule
 from lightning_local.learners import Learner
@@ -50,6 +52,7 @@ from lightning_local.runs import (
 from .arguments import DEFAULT_LEARNER, CommandLineError, OneLineArgumentParser, expand_short_names, prepare_argv
 from .checkpoints import CheckpointError, check_fits, conflicts_with, load_checkpoint
 from .console import LineSafeProgressBar, quiet_library_messages
+from .subcommand import PROG, summary
 from .trainer import LocalTrainer
 
 __all__ = ["USER_ERRORS", "LightningLocalCLI", "build_cli", "expand_short_names", "main"]
@@ -83,6 +86,30 @@ USER_ERRORS = (
 RUN_VERSION_ENV = "LIGHTNING_LOCAL_RUN_VERSION"
 """Rank 0 tells the DDP processes it launches which run folder it reserved."""
 
+OWN_COMMANDS = ("tune", "benchmark")
+"""Subcommands that are not LightningCLI's: each is a module of this package (``cli/tune.py``, ...) with its own
+argparse parser and a ``main(args)``. :func:`main` hands their command lines over before LightningCLI parses; the
+LightningCLI parser only lists them (``lightning-local --help``)."""
+
+
+def own_command(name: str) -> ModuleType:
+    """The module of one of :data:`OWN_COMMANDS` (cheap to import: the heavy imports are inside its functions)."""
+    return importlib.import_module(f"{__package__}.{name}")
+
+
+class ListedCommandParser(OneLineArgumentParser):
+    """The entry of an own command (``tune``, ``benchmark``) in the LightningCLI parser: listed, never parsed.
+
+    :func:`main` dispatches a command line that starts with the command's name; one that reaches this parser
+    has the name elsewhere (``lightning-local --config x.yaml tune``), and gets one line saying where it goes.
+    """
+
+    def parse_args(self, *args: Any, **kwargs: Any) -> NoReturn:
+        name = self.subcommand
+        raise CommandLineError(f"`{name}` must be the first word of the command line: {PROG} {name} [options] "
+                               f"(see {PROG} {name} --help).")
+
+
 def _is_ddp_child() -> bool:
     return os.environ.get("LOCAL_RANK", "0") != "0" and RUN_VERSION_ENV in os.environ
 
@@ -115,6 +142,15 @@ class LightningLocalCLI(LightningCLI):
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         kwargs.setdefault("description", DESCRIPTION)
         return super().init_parser(**kwargs)
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        """LightningCLI's subcommands, then :data:`OWN_COMMANDS` with their docstring's first line as help."""
+        super()._add_subcommands(parser, **kwargs)
+        # LightningCLI keeps the subcommands action to itself; jsonargparse records it on the parser
+        subcommands = parser._subcommands_action
+        for name in OWN_COMMANDS:
+            help_line = summary(own_command(name).__doc__)
+            subcommands.add_subcommand(name, ListedCommandParser(description=help_line), help=help_line)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_subclass_arguments(
@@ -215,46 +251,23 @@ class LightningLocalCLI(LightningCLI):
         check_fits(self._checkpoint, self.config[self.subcommand]["ckpt_path"], self.datamodule, self.model)
 
     # ------------------------------------------------------------------ run folders
-    def _image_frames_for_conv(self, config: Namespace) -> None:
-        """A convolutional model takes image frames: switch an event module (or a wrapper's base) to ``layout: image``."""
-        model = config.get("model")
-        if model is None or model.get("synapse") != "conv":
-            return
-        data = config.get("data")
-        while isinstance(data, Namespace):
-            init = data.get("init_args")
-            if not isinstance(init, Namespace):
-                return
-            if init.get("layout") == "flat":
-                init.layout = "image"
-            data = init.get("base")
+    @staticmethod
+    def _choose_data_for_model(config: Namespace) -> None:
+        """Make the data choices that follow from the model (:mod:`lightning_local.data.choices`) in the config.
 
-    def _sparse_batches_on_cpu(self, config: Namespace) -> None:
-        """Resolve an event module's ``sparse_input: null`` (the default): on for a CPU run of a fully connected
-        network whose rule takes sparse batches (``Learner.sparse_input``), else off.
-
-        The two give the same training up to float rounding; sparse batches make the CPU step several
-        times faster (README, Benchmarks). A GPU's dense projection is fast, so GPU runs stay dense.
+        In the parsed config, before anything is built, so the run's config.yaml records them; every module of
+        a wrapper chain (``data``, its ``base``, ...) gets its own.
         """
-        init = config.get("data", Namespace()).get("init_args")
-        if not isinstance(init, Namespace) or "sparse_input" not in init or init.sparse_input is not None:
-            return
-        learner = config.get("learner")
-        path = learner.get("class_path") if isinstance(learner, Namespace) else learner
-        module, _, name = str(path or DEFAULT_LEARNER).rpartition(".")
-        takes_sparse = getattr(getattr(importlib.import_module(module), name, None), "sparse_input", False)
-        accelerator = str(config["trainer"].get("accelerator") or "auto")
-        on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-        fully_connected = (config.get("model") or Namespace()).get("synapse", "linear") != "conv"
-        init.sparse_input = bool(
-            takes_sparse and on_cpu and fully_connected and init.get("frame_cache", True)
-            and not init.get("unpack_on_device", False) and init.get("layout", "flat") == "flat"
-        )
+        facts = _model_facts(config)
+        data, wrapped = config.get("data"), False
+        while isinstance(data, Namespace) and isinstance(data.get("init_args"), Namespace):
+            for key, value in resolve_data_choices(data.init_args, facts, wrapped).items():
+                data.init_args[key] = value
+            data, wrapped = data.init_args.get("base"), True
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
-        self._image_frames_for_conv(config)
-        self._sparse_batches_on_cpu(config)
+        self._choose_data_for_model(config)
         init = self._logger_args()
         if init is None or config["trainer"].get("fast_dev_run"):
             return
@@ -310,6 +323,19 @@ class LightningLocalCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
+def _model_facts(config: Namespace) -> ModelFacts:
+    """The model's :class:`~lightning_local.data.choices.ModelFacts` as a parsed config states them."""
+    learner = config.get("learner")
+    path = learner.get("class_path") if isinstance(learner, Namespace) else learner
+    module, _, name = str(path or DEFAULT_LEARNER).rpartition(".")
+    rule = getattr(importlib.import_module(module), name, None)
+    return ModelFacts(
+        convolutional=(config.get("model") or Namespace()).get("synapse") == "conv",
+        sparse_rule=bool(getattr(rule, "sparse_input", False)),
+        on_cpu=runs_on_cpu(str(config["trainer"].get("accelerator") or "auto")),
+    )
+
+
 def build_cli(args: Optional[Sequence[str]] = None) -> LightningLocalCLI:
     """Parse ``args`` (default: ``sys.argv[1:]``) and run the subcommand; returns the CLI object."""
     quiet_library_messages()
@@ -339,14 +365,9 @@ def build_cli(args: Optional[Sequence[str]] = None) -> LightningLocalCLI:
 def main(args: Optional[Sequence[str]] = None) -> None:
     """Entry point of the ``lightning-local`` console script (exit 2 with one line on bad input)."""
     argv = list(sys.argv[1:] if args is None else args)
-    if argv[:1] == ["benchmark"]:  # a grid of runs, not a LightningCLI subcommand
-        from .benchmark import main as benchmark
-
-        benchmark(argv[1:])
-    if argv[:1] == ["tune"]:  # a search of fit runs, not a LightningCLI subcommand
-        from .tune import main as tune
-
-        tune(argv[1:])
+    if argv and argv[0] in OWN_COMMANDS:  # a grid of runs or a search of fit runs: its own parser
+        own_command(argv[0]).main(argv[1:])  # exits with the command's status
+        return
     try:
         build_cli(args)
     except Exception as error:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import sys
+import tempfile
+from pathlib import Path
 from typing import Sequence
 
 import yaml
@@ -34,3 +36,16 @@ def resolve_config(subcommand: str, args: Sequence[str]) -> dict:
     finally:
         sys.argv[:] = argv
     return yaml.safe_load(out.getvalue()) or {}
+
+
+def validate_config(config: dict, subcommand: str) -> None:
+    """Resolve ``config`` as ``lightning-local SUBCOMMAND --config FILE`` would; :class:`ConfigError` if it fails.
+
+    The benchmark's config check (:func:`lightning_local.benchmark.spec.load_spec`'s ``validate``).
+    """
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        yaml.safe_dump(config, handle, sort_keys=False)
+    try:
+        resolve_config(subcommand, ["--config", handle.name])
+    finally:
+        Path(handle.name).unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""What the grid commands (``benchmark``, ``tune``) share: a parser with one-line errors and the executor flags."""
+"""What the grid commands (``benchmark``, ``tune``) share: a parser with one-line errors and help, the executor flags."""
 
 from __future__ import annotations
 
@@ -7,6 +7,18 @@ import sys
 from typing import Any, NoReturn
 
 PROG = "lightning-local"
+
+
+def summary(doc: str) -> str:
+    """The one-line help of a command module: its docstring's first line without the leading command name.
+
+    ``"``lightning-local tune``: hyper-parameter search ..."`` gives ``"Hyper-parameter search ..."``
+    (what ``lightning-local --help`` lists next to the command).
+    """
+    first = doc.strip().splitlines()[0]
+    if first.startswith(f"``{PROG} "):
+        first = first.split("``:", 1)[-1].strip()
+    return first[:1].upper() + first[1:]
 
 
 class SubcommandParser(argparse.ArgumentParser):

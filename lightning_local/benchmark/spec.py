@@ -4,7 +4,8 @@ A spec names datasets, rules, architectures and seeds, the per-run config of eac
 combination (a path template, the paper's Table VII configs by default), overrides
 merged into every run's config, and the analyses to run. :func:`load_spec` checks
 everything a run would trip over later - names, files, analysis options, and every
-distinct run config parsed by the ``lightning-local`` parser - and raises
+distinct run config through the validator it is given (the ``lightning-local`` parser's,
+from the command line) - and raises
 :class:`SpecError` (one sentence) before any run starts. :func:`expand` turns the
 spec into :class:`Job` objects, each keyed by a hash of its merged config.
 
@@ -40,7 +41,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import yaml
 
@@ -195,8 +196,12 @@ def installed_analyses() -> "dict[str, RegisteredAnalysis]":
 
 
 # ----------------------------------------------------------------------------- loading
-def load_spec(path: str | Path, check_configs: bool = True) -> Spec:
-    """Read and check a spec file; raises :class:`SpecError` naming the first problem."""
+def load_spec(path: str | Path, validate: Optional[ConfigValidator] = None) -> Spec:
+    """Read and check a spec file; raises :class:`SpecError` naming the first problem.
+
+    ``validate`` (see :data:`ConfigValidator`; the command line passes its parser's) also checks one run
+    config per distinct job shape; None checks everything but the run configs' own options.
+    """
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"Benchmark spec {path} does not exist: pass --config configs/benchmark/<name>.yaml.")
@@ -282,8 +287,8 @@ def load_spec(path: str | Path, check_configs: bool = True) -> Spec:
         tune=tune,
     )
     jobs = expand(spec)  # raises on missing config files
-    if check_configs:
-        check_job_configs(jobs)
+    if validate is not None:
+        check_job_configs(jobs, validate)
     return spec
 
 
@@ -472,8 +477,14 @@ def expand(spec: Spec) -> list[Job]:
 
 
 # ----------------------------------------------------------------------------- config check
-def check_job_configs(jobs: list[Job]) -> None:
-    """Parse one config per distinct (kind, dataset, rule, arch, backdoor or not) through the CLI parser."""
+ConfigValidator = Callable[[dict, str], None]
+"""Checks one run config (a ``lightning-local SUBCOMMAND --config`` file's content) for ``SUBCOMMAND``: raises an
+exception whose message says what is wrong. The command line passes its parser's (``lightning_local.cli.resolve.
+validate_config``); the library never imports the CLI."""
+
+
+def check_job_configs(jobs: list[Job], validate: ConfigValidator) -> None:
+    """Validate one config per distinct (kind, dataset, rule, arch, backdoor or not); SpecError naming the run."""
     seen = set()
     for job in jobs:
         shape = (job.kind, job.dataset, job.rule, job.arch, "poison_rate" in job.variant)
@@ -481,20 +492,7 @@ def check_job_configs(jobs: list[Job]) -> None:
             continue
         seen.add(shape)
         config = {k: v for k, v in job.config.items() if k not in (TUNED, TUNE_OPTIONS)}
-        parse_config(config, "test" if job.kind == "cka" else "fit", job.name)
-
-
-def parse_config(config: dict, subcommand: str, label: str) -> None:
-    """Resolve ``lightning-local <subcommand> --config ...`` in-process; SpecError with the CLI's message."""
-    import tempfile
-
-    from lightning_local.cli.resolve import ConfigError, resolve_config
-
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-        yaml.safe_dump(config, handle, sort_keys=False)
-    try:
-        resolve_config(subcommand, ["--config", handle.name])
-    except ConfigError as error:
-        raise SpecError(f"The config of {label} does not parse: {error}") from None
-    finally:
-        Path(handle.name).unlink(missing_ok=True)
+        try:
+            validate(config, "test" if job.kind == "cka" else "fit")
+        except Exception as error:  # the validator's contract: any failure, its message saying what is wrong
+            raise SpecError(f"The config of {job.name} does not parse: {error}") from None

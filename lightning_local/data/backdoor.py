@@ -39,6 +39,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightning_local.data.base import EventDataModule
+from lightning_local.data.choices import ModelFacts
 from lightning_local.data.errors import DataArgumentError
 
 TriggerPixel = Union[int, tuple[int, int, int]]
@@ -305,10 +306,16 @@ class Backdoor(EventDataModule):
         """Let the base download or generate its data."""
         self.base.prepare_data()
 
+    def follow_model(self, facts: ModelFacts, wrapped: bool = False) -> None:
+        """The base takes the data choices that follow from the model, as a wrapper's base (it stays dense)."""
+        self.base.follow_model(facts, wrapped=True)
+        self.trigger.frame_dims = len(self.input_shape)  # image frames when the base switched to them
+
     def setup(self, stage: Optional[str] = None) -> None:
         """Set up the base, then poison its training split (once)."""
         if self.train_dataset is not None:
             return
+        self._follow_attached_model()  # the base is not attached to the Trainer: it learns the model from here
         self.base.setup(stage)
         train, test = self.base.train_dataset, self.base.test_dataset
         if train is None or test is None:

@@ -10,6 +10,7 @@ asked for: bit-packed (``unpack_on_device``) or sparse (``sparse_input``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from lightning.pytorch.trainer.states import TrainerFn, TrainerStatus
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from lightning_local.data.choices import ModelFacts, attached_facts, resolve_data_choices
 from lightning_local.data.download import download_with_tonic
 from lightning_local.data.errors import DatasetNotFoundError, EventDataError, check_data_arguments, not_found_message
 from lightning_local.data.events import check_time_span
@@ -43,6 +45,20 @@ PROGRESS_MIN_FILES = 1000
 """The up-front file check shows a progress bar (on a terminal) from this many unchecked files."""
 
 SKIP_HINT = "fix or remove it, or pass --data.skip_bad_files true to leave bad files out"
+
+
+def _sparse_input_rule(sparse_input: bool | None, frame_cache: bool, unpack_on_device: bool,
+                       layout: str) -> tuple[object, bool, str]:
+    """:func:`check_data_arguments`' rule for ``sparse_input``: true only with the frame cache, without
+    ``unpack_on_device`` and with flat frames."""
+    conflict = next((why for conflicts, why in (
+        (not frame_cache, "false when --data.frame_cache is false (sparse batches are read from the frame cache)"),
+        (unpack_on_device, "false with --data.unpack_on_device true (training batches are sparse or packed: "
+                           "choose one)"),
+        (layout != "flat", f"false with --data.layout {layout} (sparse input feeds fully connected networks; "
+                           "convolutional networks take image frames)"),
+    ) if conflicts), "")
+    return sparse_input, not (sparse_input and conflict), conflict
 
 
 class Record(NamedTuple):
@@ -176,11 +192,13 @@ class EventDataModule(SpikingDataModule):
             CSR indices; for fully connected networks on a CPU, whose first layer then skips
             the zeros), built from an index of every recording's ones that ``setup`` derives
             once from the cache. Every other loader and the datasets give dense frames.
-            ``None`` (default): the command line decides - on for a CPU run of a rule that
-            takes sparse batches (``bptt``, ``fa``) on a fully connected network, else off;
-            off outside the command line.
+            ``None`` (default): chosen from the model (:mod:`lightning_local.data.choices`) - on
+            for a CPU run of a rule that takes sparse batches (``bptt``, ``fa``) on a fully
+            connected network, else off - by the command line, or by ``setup`` under a Trainer
+            (Python API); off for a module set up without one.
         layout: ``flat`` (frames ``[T, P*H*W]``, for fully connected networks) or ``image``
-            (``[T, P, H, W]``, for convolutional ones; the CLI picks it for ``--model.synapse conv``).
+            (``[T, P, H, W]``, for convolutional ones; a convolutional model switches ``flat`` to
+            ``image``, see :mod:`lightning_local.data.choices`).
 
     Attributes:
         train_dataset: Training split (``None`` before ``setup``).
@@ -222,13 +240,6 @@ class EventDataModule(SpikingDataModule):
         sparse_input: bool | None = None,
     ) -> None:
         super().__init__()
-        sparse_conflict = next((why for conflict, why in (
-            (not frame_cache, "false when --data.frame_cache is false (sparse batches are read from the frame cache)"),
-            (unpack_on_device, "false with --data.unpack_on_device true (training batches are sparse or packed: "
-                               "choose one)"),
-            (layout != "flat", f"false with --data.layout {layout} (sparse input feeds fully connected networks; "
-                               "convolutional networks take image frames)"),
-        ) if conflict), "")
         check_data_arguments({
             "n_time_bins": (n_time_bins, n_time_bins >= 1, ">= 1"),
             "downsample": (downsample, downsample >= 1, ">= 1"),
@@ -241,7 +252,7 @@ class EventDataModule(SpikingDataModule):
                 unpack_on_device, frame_cache or not unpack_on_device, "false when --data.frame_cache is false"
             ),
             "layout": (layout, layout in LAYOUTS, f"one of {', '.join(LAYOUTS)}"),
-            "sparse_input": (sparse_input, not (sparse_input and sparse_conflict), sparse_conflict),
+            "sparse_input": _sparse_input_rule(sparse_input, frame_cache, unpack_on_device, layout),
         })
         self.root = root
         self.download = download
@@ -260,7 +271,7 @@ class EventDataModule(SpikingDataModule):
         if unpack_on_device:  # an instance hook, so Lightning sees it overridden only when asked for
             self.on_after_batch_transfer = self._unpack_after_transfer
         self.layout = layout
-        self.sparse_input = bool(sparse_input)
+        self.sparse_input = sparse_input  # None: chosen by follow_model (off if nothing chooses)
         self.to_frames = EventsToFrames(tuple(self.sensor_size), n_time_bins, downsample, layout)
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
@@ -344,6 +355,7 @@ class EventDataModule(SpikingDataModule):
         """
         if self.train_dataset is not None:
             return
+        self._follow_attached_model()
         train, test = self.find_records()
         train = self._screen(train)
         test = None if test is None else self._screen(test)
@@ -357,6 +369,34 @@ class EventDataModule(SpikingDataModule):
             )
             for split in (train, val, test)
         )
+
+    def follow_model(self, facts: ModelFacts, wrapped: bool = False) -> None:
+        """Take the data choices that follow from the model (:mod:`lightning_local.data.choices`).
+
+        A convolutional model switches a ``flat`` layout to ``image``; a ``sparse_input`` left at None is
+        decided. ``setup`` calls this with the facts of the model a Trainer runs (the Python API); the command
+        line has made the same choices in the config before building this module.
+
+        Args:
+            facts: the model's facts.
+            wrapped: this module is a wrapper's base.
+        """
+        current = {"layout": self.layout, "sparse_input": self.sparse_input, "frame_cache": self.frame_cache,
+                   "unpack_on_device": self.unpack_on_device}
+        choices = resolve_data_choices(current, facts, wrapped)
+        if "layout" in choices:
+            self.layout = choices["layout"]
+            self.to_frames = dataclasses.replace(self.to_frames, layout=self.layout)
+        self.sparse_input = choices.get("sparse_input", self.sparse_input)
+        # an explicit sparse_input=True no longer fits once a conv model asks for image frames
+        check_data_arguments({"sparse_input": _sparse_input_rule(
+            self.sparse_input, self.frame_cache, self.unpack_on_device, self.layout)})
+
+    def _follow_attached_model(self) -> None:
+        """:meth:`follow_model` of the model a Trainer runs, if one is attached (not when set up by hand)."""
+        facts = attached_facts(self.trainer)
+        if facts is not None:
+            self.follow_model(facts)
 
     def _frame_cache(self, records: list[Record]) -> tuple[FrameCache | None, dict[str, int] | None]:
         """The frame cache of all screened recordings and each path's row, or ``(None, None)`` without one."""

@@ -63,10 +63,10 @@ class NMNIST(EventDataModule):
         unpack_on_device: Move the training batches bit-packed and unpack them on the
             training device (default False).
         layout: ``flat`` ``[T, P*H*W]`` frames (default) or ``image`` ``[T, P, H, W]`` for
-            convolutional networks (chosen by the CLI for ``--model.synapse conv``).
+            convolutional networks (a convolutional model switches ``flat`` to ``image``).
         sparse_input: Training batches of ``fit`` as sparse frames (the ones' indices), for
             fully connected networks on a CPU (needs the frame cache and ``flat``; default None:
-            the command line turns it on for CPU runs of rules that take them).
+            on for CPU runs of rules that take them, see :mod:`lightning_local.data.choices`).
     """
 
     sensor_size = NMNIST_SENSOR_SIZE

@@ -57,9 +57,10 @@ def test_example_configs_parse(capsys, nmnist_small):
 
 def test_backdoor_preset_covers_the_papers_rates_with_five_distinct_pairs(nmnist_small, monkeypatch):
     from lightning_local.benchmark.spec import expand, load_spec
+    from lightning_local.cli.resolve import validate_config
 
     monkeypatch.chdir(REPO)  # the preset names its data root relative to the repository
-    jobs = [job for job in expand(load_spec(REPO / "configs" / "benchmark" / "backdoor_nmnist.yaml"))
+    jobs = [job for job in expand(load_spec(REPO / "configs" / "benchmark" / "backdoor_nmnist.yaml", validate_config))
             if "poison_rate" in job.variant]
     pairs_per_cell: dict = {}
     for job in jobs:

@@ -12,6 +12,7 @@ from lightning_local.benchmark.scheduler import run_grid
 from lightning_local.benchmark.spec import expand, load_spec
 from lightning_local.benchmark.store import ResultStore
 from lightning_local.cli.main import main
+from lightning_local.cli.resolve import validate_config
 
 ANALYSES = {
     "accuracy": {},
@@ -29,6 +30,7 @@ def benchmark(args, capsys) -> tuple[int, str]:
     return exit_info.value.code, capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_through_the_cli(tmp_path, capsys, tiny_digits):
     spec = write_spec(tmp_path, tiny_spec(tiny_digits, architectures=["ff", "rec"], analyses=ANALYSES))
     args = ["--config", str(spec), "--output", str(tmp_path / "out"), "--workers", "2", "--accelerator", "cpu"]
@@ -44,6 +46,7 @@ def test_tiny_benchmark_through_the_cli(tmp_path, capsys, tiny_digits):
     store = ResultStore(tmp_path / "out" / "results.sqlite")
     runs = store.runs()
     assert all(r["status"] == "done" for r in runs)
+    # (the first FF run without a variant is the converted SNN whose ANN crafts FGSM: bptt's is the main run)
     main_ff = next(r for r in runs if r["kind"] == "train" and r["rule"] == "bptt" and r["arch"] == "ff" and not r["variant"])
     assert set(main_ff["metrics"]["fgsm"]) == {"0", "0.05"} and 0 <= main_ff["metrics"]["test_acc"] <= 1
     assert set(pd.read_csv(main_ff["paths"]["fisher"]).epoch) == {1}
@@ -72,11 +75,12 @@ def test_tiny_benchmark_through_the_cli(tmp_path, capsys, tiny_digits):
     assert table_v.attacked_mean.notna().all()
 
 
+@pytest.mark.slow
 def test_ray_executor_on_a_local_cpu_instance(tmp_path, tiny_digits):
     ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "lightning-local[ray]")')
     from lightning_local.benchmark.scheduler import RayExecutor
 
-    spec = load_spec(write_spec(tmp_path, tiny_spec(tiny_digits, seeds=[0, 1])))
+    spec = load_spec(write_spec(tmp_path, tiny_spec(tiny_digits, seeds=[0, 1])), validate_config)
     jobs = expand(spec)
     store = ResultStore(tmp_path / "results.sqlite")
     store.register([{"key": j.key, "kind": j.kind, "name": j.name, "dataset": j.dataset, "rule": j.rule, "arch": j.arch,

@@ -11,6 +11,7 @@ from lightning_local.benchmark.paper import TABLE_III, TABLE_IV, TABLE_V
 from lightning_local.benchmark.report import write_report
 from lightning_local.benchmark.spec import expand, load_spec
 from lightning_local.benchmark.store import ResultStore, owner_id
+from lightning_local.cli.resolve import validate_config
 
 LAYERS = ["hidden1", "hidden2", "output"]
 
@@ -22,7 +23,7 @@ def fake_grid(tmp_path, tiny_digits):
                               "fisher": {}, "backdoor": {"poison_rates": [0.1, 0.5], "pairs": 2},
                               "cka": {"conversion": str(REPO / "configs/nmnist/conversion_ff.yaml")}})
     raw["datasets"] = {"nmnist": raw["datasets"]["saccade_digits"]}
-    jobs = expand(load_spec(write_spec(tmp_path, raw), check_configs=False))
+    jobs = expand(load_spec(write_spec(tmp_path, raw)))
     store = ResultStore(tmp_path / "store.sqlite")
     store.register([{"key": j.key, "kind": j.kind, "name": j.name, "dataset": j.dataset, "rule": j.rule, "arch": j.arch,
                      "seed": j.seed, "variant": j.variant, "config": j.config, "run_dir": tmp_path / j.folder} for j in jobs])
@@ -107,7 +108,7 @@ def test_report_tables_and_figures(tmp_path, tiny_digits):
 
 
 def test_report_of_unfinished_grid_and_paper_data(tmp_path, tiny_digits):
-    jobs = expand(load_spec(write_spec(tmp_path, tiny_spec(tiny_digits)), check_configs=False))
+    jobs = expand(load_spec(write_spec(tmp_path, tiny_spec(tiny_digits))))
     store = ResultStore(tmp_path / "store.sqlite")
     report = write_report(jobs, store, tmp_path / "report", "empty")
     assert "No finished training runs." in report.read_text()
@@ -123,7 +124,7 @@ def test_the_conv_preset_is_table_vi_and_its_report_compares_with_table_vi(tmp_p
     raw = yaml.safe_load((REPO / "configs/benchmark/paper_dvsgesture_conv.yaml").read_text())
     raw["config"] = str(REPO / raw["config"])
     raw["datasets"]["dvsgesture"]["root"] = str(tmp_path)  # the preset's data/dvsgesture is not here
-    jobs = expand(load_spec(write_spec(tmp_path, raw)))
+    jobs = expand(load_spec(write_spec(tmp_path, raw), validate_config))
     assert {(j.rule, j.arch) for j in jobs} == set(TABLE_VI) and len(jobs) == 4 * 5
     assert all(j.config["model"]["synapse"] == "conv" and j.config["model"]["channels"] == [64, 128, 128] for j in jobs)
     store = ResultStore(tmp_path / "store.sqlite")

@@ -10,10 +10,14 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from benchmark_helpers import benchmark_env, tiny_spec, write_spec
 
 from lightning_local.benchmark.runner import checkpoint_epoch
 from lightning_local.benchmark.store import ResultStore
+
+# a real benchmark, killed and rerun in subprocesses
+pytestmark = pytest.mark.slow
 
 EPOCHS = 6
 

@@ -8,6 +8,7 @@ import pytest
 
 from lightning_local.benchmark.spec import PLACEHOLDER, SpecError, expand, load_spec, merge, nest
 from lightning_local.cli.main import main
+from lightning_local.cli.resolve import validate_config
 from lightning_local.data.backdoor import distinct_pairs
 
 from benchmark_helpers import REPO, tiny_spec, write_spec
@@ -61,7 +62,25 @@ def test_unregistered_dataset_lists_the_available_ones(tmp_path, tiny_digits, mo
     registered = spec_module.available
     monkeypatch.setattr(spec_module, "available", lambda group: {k: v for k, v in registered(group).items() if k != "timit"})
     with pytest.raises(SpecError, match="Unknown dataset 'timit'.*available datasets are .*nmnist"):
-        load_spec(write_spec(tmp_path, tiny_spec(tiny_digits, datasets={"timit": {}})))
+        load_spec(write_spec(tmp_path, tiny_spec(tiny_digits, datasets={"timit": {}})), validate_config)
+
+
+def test_run_configs_are_parsed_only_by_the_validator_given(tmp_path, tiny_digits):
+    """load_spec parses no run config itself: the command line passes its own validator (no import of the CLI)."""
+    spec = tiny_spec(tiny_digits, rules=["bptt", "eprop"], seeds=[0, 1], overrides={"model.hidden_size": [4]})
+    path = write_spec(tmp_path, spec)
+    assert len(expand(load_spec(path))) == 4  # no validator: the typo goes unnoticed
+    with pytest.raises(SpecError, match=r"^The config of saccade_digits bptt FF seed 0 does not parse: .*hidden_size"):
+        load_spec(path, validate_config)
+    checked = []
+    load_spec(path, lambda config, subcommand: checked.append((config["learner"]["class_path"], subcommand)))
+    assert sorted(checked) == [("lightning_local.plugins.bptt.BPTT", "fit"), ("lightning_local.plugins.eprop.EProp", "fit")]
+
+    def refuse(config, subcommand):
+        raise RuntimeError("no GPU here")
+
+    with pytest.raises(SpecError, match=r"^The config of saccade_digits bptt FF seed 0 does not parse: no GPU here$"):
+        load_spec(path, refuse)
 
 
 def test_missing_spec_and_root_and_bad_flag(tmp_path, capsys, tiny_digits):
@@ -91,7 +110,7 @@ def test_grid_expansion_keys_and_dependencies(tmp_path, tiny_digits):
                 "backdoor": {"poison_rates": [0.1, 0.5], "pairs": 3},
                 "cka": {"num_samples": 16, "conversion": str(REPO / "configs/nmnist/conversion_ff.yaml")}}
     raw = tiny_spec(tiny_digits, rules=["bptt", "eprop"], architectures=["ff", "rec"], seeds=[0, 1], analyses=analyses)
-    spec = load_spec(write_spec(tmp_path, raw), check_configs=False)
+    spec = load_spec(write_spec(tmp_path, raw))
     jobs = expand(spec)
     kinds = [(j.kind, j.rule, "poison_rate" in j.variant) for j in jobs]
     assert kinds.count(("train", "bptt", False)) == 4 and kinds.count(("train", "eprop", False)) == 4
@@ -120,12 +139,12 @@ def test_grid_expansion_keys_and_dependencies(tmp_path, tiny_digits):
         assert conversion[job.seed] in job.deps
     opted_out = copy.deepcopy(raw)
     opted_out["analyses"] = {"fgsm": {"epsilons": [0.05], "attack_model": "counterpart"}}
-    assert not any(j.rule == "conversion" for j in expand(load_spec(write_spec(tmp_path, opted_out), check_configs=False)))
+    assert not any(j.rule == "conversion" for j in expand(load_spec(write_spec(tmp_path, opted_out))))
     # keys are a function of the run config: same spec -> same keys, one changed override -> all train keys change
-    assert [j.key for j in expand(load_spec(write_spec(tmp_path, raw), check_configs=False))] == [j.key for j in jobs]
+    assert [j.key for j in expand(load_spec(write_spec(tmp_path, raw)))] == [j.key for j in jobs]
     changed = copy.deepcopy(raw)
     changed["overrides"]["trainer"]["max_epochs"] = 3
-    new_keys = {j.key for j in expand(load_spec(write_spec(tmp_path, changed), check_configs=False))}
+    new_keys = {j.key for j in expand(load_spec(write_spec(tmp_path, changed)))}
     assert not new_keys & keys
 
 
@@ -140,9 +159,9 @@ def test_presets_load(preset, monkeypatch):
         pytest.skip("../shared/data/nmnist_small is not in this workplace")
     if "root: data/" in text and not (REPO / "data").is_dir():
         with pytest.raises(SpecError, match="Data root"):
-            load_spec(path)
+            load_spec(path, validate_config)
         return
-    jobs = expand(load_spec(path))
+    jobs = expand(load_spec(path, validate_config))  # every distinct run config parses
     assert jobs and all(j.kind in ("train", "cka", "tune") for j in jobs)
     assert ("tune:" in text) == any(j.kind == "tune" for j in jobs)
     if preset == "smoke.yaml":

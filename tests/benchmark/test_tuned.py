@@ -18,6 +18,7 @@ from benchmark_helpers import benchmark_env, tiny_spec, write_spec
 from lightning_local.benchmark.spec import TUNED, SpecError, expand, load_spec
 from lightning_local.benchmark.store import ResultStore
 from lightning_local.cli.main import main
+from lightning_local.cli.resolve import validate_config
 
 
 def benchmark(args, capsys) -> tuple[int, str]:
@@ -28,7 +29,7 @@ def benchmark(args, capsys) -> tuple[int, str]:
 
 def test_tune_jobs_come_first_and_every_run_of_a_cell_waits_for_its_search(tmp_path, tiny_digits):
     spec = load_spec(write_spec(tmp_path, tiny_spec(tiny_digits, rules=["bptt", "eprop"], seeds=[0, 1],
-                                                    tune={"trials": 3})))
+                                                    tune={"trials": 3})), validate_config)
     jobs = expand(spec)
     tunes = [j for j in jobs if j.kind == "tune"]
     assert [j.kind for j in jobs[:2]] == ["tune", "tune"] and {(j.rule, j.arch) for j in tunes} == {("bptt", "ff"), ("eprop", "ff")}
@@ -37,7 +38,7 @@ def test_tune_jobs_come_first_and_every_run_of_a_cell_waits_for_its_search(tmp_p
         if job.kind == "train":
             (tune,) = [t for t in tunes if t.rule == job.rule]
             assert job.deps == (tune.key,) and job.config[TUNED] == "{tuned:%s}" % tune.key
-    untuned = expand(load_spec(write_spec(tmp_path, tiny_spec(tiny_digits, rules=["bptt", "eprop"], seeds=[0, 1]), "u.yaml")))
+    untuned = expand(load_spec(write_spec(tmp_path, tiny_spec(tiny_digits, rules=["bptt", "eprop"], seeds=[0, 1]), "u.yaml"), validate_config))
     assert all(j.kind == "train" and not j.deps and TUNED not in j.config for j in untuned)
 
 
@@ -49,9 +50,10 @@ def test_tune_jobs_come_first_and_every_run_of_a_cell_waits_for_its_search(tmp_p
 ])
 def test_bad_tune_sections_are_refused(tmp_path, tiny_digits, tune, message):
     with pytest.raises(SpecError, match=message):
-        load_spec(write_spec(tmp_path, tiny_spec(tiny_digits, tune=tune)))
+        load_spec(write_spec(tmp_path, tiny_spec(tiny_digits, tune=tune)), validate_config)
 
 
+@pytest.mark.slow
 def test_a_tuned_benchmark_runs_its_seeds_at_the_best_trials_settings(tmp_path, tiny_digits, capsys):
     export = tmp_path / "tuned" / "{rule}_{arch}.yaml"
     spec = write_spec(tmp_path, tiny_spec(tiny_digits, seeds=[0, 1], tune={"trials": 2, "pruner": "none",

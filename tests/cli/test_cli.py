@@ -10,7 +10,10 @@ import pytest
 import torch
 import yaml
 
+from lightning_local.cli import benchmark as benchmark_command
+from lightning_local.cli import tune as tune_command
 from lightning_local.cli.main import expand_short_names, main
+from lightning_local.cli.subcommand import summary
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,6 +106,45 @@ def test_unknown_learner_and_dataset_names_list_the_available_ones(capsys):
     with pytest.raises(SystemExit):
         main(["fit", "--data=cifar_dvs"])
     assert "nmnist" in capsys.readouterr().err
+
+
+def test_help_lists_tune_and_benchmark_as_subcommands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # the help wraps its lines
+    assert "{fit,validate,test,predict,tune,benchmark}" in out
+    listed = out.split("Available subcommands:", 1)[1]
+    for name, module in (("tune", tune_command), ("benchmark", benchmark_command)):
+        assert f" {name} {summary(module.__doc__)}" in listed
+
+
+def test_a_command_modules_help_line_is_its_docstrings_first_line():
+    assert summary(benchmark_command.__doc__) == "Run a spec's grid of runs, resumable, and write its report."
+    assert summary("``lightning-local tune``: search.\n\nMore.") == "Search."
+    assert summary("Plain first line.\nSecond.") == "Plain first line."
+
+
+@pytest.mark.parametrize("name", ["tune", "benchmark"])
+def test_tune_and_benchmark_print_their_own_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: lightning-local {name} [-h] --config CONFIG") and "Examples:" in out
+
+
+@pytest.mark.parametrize("name", ["tune", "benchmark"])
+def test_tune_or_benchmark_after_an_option_is_one_line(name, tmp_path, capsys):
+    config = tmp_path / "empty.yaml"
+    config.write_text("{}")
+    for args in ([], ["--trials", "2"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--config", str(config), name, *args])
+        assert exit_info.value.code == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line == (f"lightning-local: error: `{name}` must be the first word of the command line: "
+                        f"lightning-local {name} [options] (see lightning-local {name} --help).")
 
 
 def test_short_names_expand_to_class_paths():

@@ -15,6 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tests" / "support" / "ddp_train.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "tests")}
 
+# every test launches DDP process groups of whole runs
+pytestmark = pytest.mark.slow
+
 
 def run(command: list[str], cwd: Path) -> None:
     result = subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)

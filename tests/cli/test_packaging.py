@@ -9,6 +9,7 @@ import textwrap
 import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,6 +64,7 @@ def install_toy_plugin(tmp_path: Path) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_separately_installed_learner_is_found_and_trains(nmnist_small, tmp_path):
     site = install_toy_plugin(tmp_path)
     marker = tmp_path / "marker.txt"
@@ -97,6 +99,7 @@ def test_separately_installed_learner_is_found_and_trains(nmnist_small, tmp_path
     assert missing.returncode == 2 and "available learners are" in missing.stderr and "bptt" in missing.stderr
 
 
+@pytest.mark.slow
 def test_wheel_namespaces_plugins_and_cli_under_lightning_local(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(REPO)],

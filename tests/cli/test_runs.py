@@ -53,6 +53,7 @@ def test_last_checkpoint_is_the_last_epoch_and_csv_has_epoch_columns(nmnist_smal
     assert [int(r["epoch"]) for r in table if r["train_loss"]] == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(nmnist_small, tmp_path):
     # all three as processes with one thread each: bit-identical float sums
     whole = cli(["fit", *run_args(nmnist_small, tmp_path / "whole", epochs=3)], tmp_path)
@@ -84,6 +85,7 @@ def test_resume_from_an_explicit_path_keeps_its_folder_and_drops_later_rows(nmni
     assert rows(tmp_path / "lightning_logs" / "version_7") == before
 
 
+@pytest.mark.slow
 def test_concurrent_runs_never_share_a_folder(nmnist_small, tmp_path):
     args = ["fit", *run_args(nmnist_small, tmp_path / "runs", epochs=1), "--trainer.limit_train_batches", "1",
             "--trainer.limit_val_batches", "1", "--test_after_fit", "false"]

@@ -70,3 +70,25 @@ class SleepEachEpoch(pl.Callback):
         import time
 
         time.sleep(self.seconds)
+
+
+class RecordDataChoices(pl.Callback):
+    """Writes what the data module chose for the model to ``path`` (JSON), at the first training batch: the
+    ``layout`` and ``sparse_input`` of every module of the chain (a wrapper, its base, ...) that has them, and
+    the type and frame shape of the batch."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        if batch_idx:
+            return
+        chain, module = [], trainer.datamodule
+        while module is not None:
+            if hasattr(module, "layout"):
+                chain.append({"layout": module.layout, "sparse_input": module.sparse_input})
+            module = getattr(module, "base", None)
+        frames = batch[0]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"modules": chain, "frames": type(frames).__name__,
+                                         "frame_shape": list(frames.shape[2:])}))

@@ -47,6 +47,7 @@ def trials_table(output: Path) -> pd.DataFrame:
     return pd.read_csv(output / "trials.csv")
 
 
+@pytest.mark.slow
 def test_a_three_trial_study_writes_a_best_config_that_fit_accepts(tmp_path, tiny_digits):
     output = tmp_path / "study"
     result = tune("--config", str(BPTT_FF), *tiny_fit_flags(tiny_digits), "--trials", "3", "--output", str(output),
@@ -83,6 +84,7 @@ def test_a_three_trial_study_writes_a_best_config_that_fit_accepts(tmp_path, tin
     assert saved["model"]["lr"] == config["model"]["lr"] and pd.read_csv(run / "metrics.csv").test_acc.notna().any()
 
 
+@pytest.mark.slow
 def test_a_killed_study_resumes_in_place_and_keeps_its_finished_trials(tmp_path, tiny_digits):
     output = tmp_path / "study"
     args = ["--config", str(BPTT_FF), *tiny_fit_flags(tiny_digits, epochs=3), "--trials", "3", "--output", str(output),
@@ -114,6 +116,7 @@ def test_a_killed_study_resumes_in_place_and_keeps_its_finished_trials(tmp_path,
     assert len(list((output / "trials").iterdir())) == 3
 
 
+@pytest.mark.slow
 def test_the_median_pruner_stops_a_hopeless_trial_cleanly(tmp_path, tiny_digits):
     """Three earlier trials at val_acc 0.95 every epoch; a trial at lr 1e-9 (chance) is stopped after epoch 2."""
     from cli.tune import parser, setup_from
@@ -139,6 +142,7 @@ def test_the_median_pruner_stops_a_hopeless_trial_cleanly(tmp_path, tiny_digits)
     assert list(pd.read_csv(folder / "metrics.csv").dropna(subset=["val_acc"]).epoch) == [0, 1]
 
 
+@pytest.mark.slow
 def test_a_diverging_trial_counts_as_pruned_never_as_a_crash(tmp_path, tiny_digits):
     space = write_space(tmp_path, {"model.lr": {"low": 1e3, "high": 1e4, "log": True}})
     output = tmp_path / "study"
@@ -175,6 +179,7 @@ def test_a_learner_without_a_space_asks_for_one(tmp_path, tiny_digits):
                                      "a search_space (see lightning_local.learners.NEURON_SPACE) or pass --space FILE.yaml.")
 
 
+@pytest.mark.slow
 def test_a_corrupt_study_file_gives_one_line_and_loses_nothing(tmp_path, tiny_digits):
     output = tmp_path / "study"
     space = write_space(tmp_path, {"model.lr": {"low": 1e-4, "high": 1e-2, "log": True}})
@@ -194,6 +199,7 @@ def test_a_corrupt_study_file_gives_one_line_and_loses_nothing(tmp_path, tiny_di
     assert (output / "trials" / "trial_0000" / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.slow
 def test_a_study_refuses_to_continue_with_another_space(tmp_path, tiny_digits):
     output = tmp_path / "study"
     base = ["--config", str(BPTT_FF), *tiny_fit_flags(tiny_digits), "--trials", "1", "--output", str(output)]
