@@ -144,14 +144,12 @@ class AdversarialCKA(EvaluationAnalysis):
 
     @classmethod
     def collect(cls, run_dir: Path, kind: str, config: dict, variant: dict) -> tuple[dict, dict]:
-        path = Path(run_dir) / "analysis" / f"{cls.name}_test.csv"
-        return ({}, {cls.key: str(path)}) if path.is_file() else ({}, {})
+        return cls.result_file(Path(run_dir) / "analysis" / f"{cls.name}_test.csv")
 
     @classmethod
     def report(cls, runs: pd.DataFrame, folder: Path) -> list[ReportSection]:
         data = aggregate(adversarial_cka_per_seed(runs), ["dataset", "rule", "epsilon", "layer"], "cka")
-        write_csv(Path(folder) / CSV, data)
-        return [figure_section(cls.report_order, "fig3_adversarial_cka", CAPTION, _plot(data), folder, [CSV])]
+        return [figure_section(cls.report_order, "fig3_adversarial_cka", CAPTION, data, _plot, folder, CSV)]
 
 
 def adversarial_cka_per_seed(runs: pd.DataFrame) -> pd.DataFrame:

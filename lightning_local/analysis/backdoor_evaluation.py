@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics import Metric
 
 from lightning_local.benchmark import paper
-from lightning_local.benchmark.results import markdown, mean_std_n, pivot_per_setting, title
+from lightning_local.benchmark.results import mean_std_n, setting_table_section
 from lightning_local.data.backdoor import Backdoor, distinct_pairs
 
 from .base import Analysis, ReportSection
@@ -248,18 +248,12 @@ class BackdoorEvaluation(Analysis):
 
     @classmethod
     def report(cls, runs: pd.DataFrame, folder: Path) -> list[ReportSection]:
-        table = table_v(runs)
-        write_csv(Path(folder) / CSV, table)
-        if not len(table):
-            return [ReportSection(cls.report_order, [], [CSV])]
-        lines = ["## Table V: backdoor, accuracy under attack (%) / attack success rate (%) per poison rate", "",
+        intro = ["## Table V: backdoor, accuracy under attack (%) / attack success rate (%) per poison rate", "",
                  "Accuracy under attack: the test split with the trigger on the source class's samples (the paper's "
                  "caption); ASR: the share of triggered source-class test samples predicted as the target. The clean "
                  "accuracy (no trigger) is in table5_backdoor.csv. Protocol: docs/protocols.md.", ""]
-        for dataset, frame in pivot_per_setting(table, "poison_rate", _cell).items():
-            lines += [f"### {title(dataset)}", "", markdown(frame), ""]
-        lines += ["Pairs (source->target) per row: see table5_backdoor.csv.", ""]
-        return [ReportSection(cls.report_order, lines, [CSV])]
+        outro = ["Pairs (source->target) per row: see table5_backdoor.csv.", ""]
+        return [setting_table_section(cls.report_order, table_v(runs), "poison_rate", _cell, folder, CSV, intro, outro)]
 
 
 def _pairs(base: dict, dataset: str, options: dict) -> list[tuple[int, int]]:

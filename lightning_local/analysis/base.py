@@ -111,6 +111,11 @@ class Analysis(Callback):
         """Its sections of the report over the grid's ``runs``, writing its CSVs and figures into ``folder``."""
         return []
 
+    @classmethod
+    def result_file(cls, path: Path) -> tuple[dict, dict]:
+        """:meth:`collect`'s answer for a result file the report reads itself: its path under :attr:`key`, if written."""
+        return ({}, {cls.key: str(path)}) if Path(path).is_file() else ({}, {})
+
 
 def _init_parameters(cls: type) -> Optional[set[str]]:
     """Names the class's ``__init__`` takes (None when it takes ``**kwargs``)."""

@@ -191,8 +191,7 @@ class CKAComparison(EvaluationAnalysis):
     @classmethod
     def report(cls, runs: pd.DataFrame, folder: Path) -> list[ReportSection]:
         data = aggregate(cka_per_seed(runs), ["dataset", "arch", "pair", "layer"], "cka")
-        write_csv(Path(folder) / CSV, data)
-        return [figure_section(cls.report_order, "fig2_cka", CAPTION, _plot(data), folder, [CSV])]
+        return [figure_section(cls.report_order, "fig2_cka", CAPTION, data, _plot, folder, CSV)]
 
 
 def cka_per_seed(runs: pd.DataFrame) -> pd.DataFrame:

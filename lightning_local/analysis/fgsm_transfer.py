@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_local.benchmark import paper
-from lightning_local.benchmark.results import cell, main_runs, markdown, mean_std_n, pivot_per_setting, title
+from lightning_local.benchmark.results import cell, main_runs, mean_std_n, setting_table_section
 
 from ..module import SpikingClassifier
 from .adversarial import Attack, AttackModel, fgsm
@@ -119,16 +119,10 @@ class FGSMTransfer(EvaluationAnalysis):
 
     @classmethod
     def report(cls, runs: pd.DataFrame, folder: Path) -> list[ReportSection]:
-        table = table_iv(runs)
-        write_csv(Path(folder) / CSV, table)
-        if not len(table):
-            return [ReportSection(cls.report_order, [], [CSV])]
-        lines = ["## Table IV: accuracy (%) under FGSM per epsilon", "",
+        intro = ["## Table IV: accuracy (%) under FGSM per epsilon", "",
                  "Epsilon 0 is the clean accuracy on the samples the attack used (`fgsm.num_samples`), so it can "
                  "differ from Table III.", ""]
-        for dataset, frame in pivot_per_setting(table, "epsilon", _cell).items():
-            lines += [f"### {title(dataset)}", "", markdown(frame), ""]
-        return [ReportSection(cls.report_order, lines, [CSV])]
+        return [setting_table_section(cls.report_order, table_iv(runs), "epsilon", _cell, folder, CSV, intro)]
 
 
 def table_iv(runs: pd.DataFrame) -> pd.DataFrame:

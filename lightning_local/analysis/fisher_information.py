@@ -199,14 +199,12 @@ class FisherInformation(Analysis):
     # ------------------------------------------------------------ benchmark
     @classmethod
     def collect(cls, run_dir: Path, kind: str, config: dict, variant: dict) -> tuple[dict, dict]:
-        path = Path(run_dir) / "analysis" / f"{cls.name}.csv"
-        return ({}, {cls.key: str(path)}) if path.is_file() else ({}, {})
+        return cls.result_file(Path(run_dir) / "analysis" / f"{cls.name}.csv")
 
     @classmethod
     def report(cls, runs: pd.DataFrame, folder: Path) -> list[ReportSection]:
         data = aggregate(fisher_per_seed(runs), ["dataset", "rule", "series", "epoch", "layer"], "fisher_normalized")
-        write_csv(Path(folder) / CSV, data)
-        return [figure_section(cls.report_order, "fig4_fisher", CAPTION, _plot(data), folder, [CSV])]
+        return [figure_section(cls.report_order, "fig4_fisher", CAPTION, data, _plot, folder, CSV)]
 
 
 def fisher_per_seed(runs: pd.DataFrame) -> pd.DataFrame:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pandas as pd
 from matplotlib.figure import Figure
 
 from lightning_local.analysis.base import ReportSection
-from lightning_local.analysis.io import save_figure
+from lightning_local.analysis.io import save_figure, write_csv
 
 
 def panel_grid(count: int, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list]:
@@ -34,11 +34,14 @@ def error_lines(ax, frame: pd.DataFrame, x: str, series: str, xticks: Optional[l
     ax.legend(fontsize=7)
 
 
-def figure_section(order: int, name: str, caption: str, figure: Optional[Figure], folder: Path,
-                   files: list[str]) -> ReportSection:
-    """A report section showing ``figure`` (saved as ``<name>.png``) under ``caption``'s first words; ``files``:
-    the CSVs behind it. No figure (no data): no text, the files are still listed."""
+def figure_section(order: int, name: str, caption: str, data: pd.DataFrame, plot: Callable[[pd.DataFrame], Optional[Figure]],
+                   folder: Path, csv: str) -> ReportSection:
+    """A figure's report section: ``data`` written as ``csv``, ``plot(data)`` saved as ``<name>.png`` and shown under
+    ``caption``'s first words. No figure (no data): no text, the CSV is still written and listed."""
+    folder = Path(folder)
+    write_csv(folder / csv, data)
+    figure = plot(data)
     if figure is None:
-        return ReportSection(order, [], files)
-    save_figure(figure, Path(folder) / f"{name}.png")
-    return ReportSection(order, [f"## {caption.split(':')[0]}", "", caption, "", f"![{name}]({name}.png)", ""], files)
+        return ReportSection(order, [], [csv])
+    save_figure(figure, folder / f"{name}.png")
+    return ReportSection(order, [f"## {caption.split(':')[0]}", "", caption, "", f"![{name}]({name}.png)", ""], [csv])

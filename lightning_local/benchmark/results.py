@@ -4,10 +4,15 @@ sections (each analysis's :meth:`~lightning_local.analysis.base.Analysis.report`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 import pandas as pd
+
+from lightning_local.analysis.base import ReportSection
+from lightning_local.analysis.io import write_csv
 
 from .spec import Job
 from .store import ResultStore
@@ -58,6 +63,19 @@ def pivot_per_setting(table: pd.DataFrame, column: str, format_cell: Callable[[A
             rows.append(row)
         out[dataset] = pd.DataFrame(rows)
     return out
+
+
+def setting_table_section(order: int, table: pd.DataFrame, column: str, format_cell: Callable[[Any], str], folder: Path,
+                          csv: str, intro: list[str], outro: Sequence[str] = ()) -> ReportSection:
+    """A table's report section: ``table`` written as ``csv``; unless empty, ``intro``, one markdown table per dataset
+    (rows: rule and architecture, columns: the values of ``column``, cells by ``format_cell``) and ``outro``."""
+    write_csv(Path(folder) / csv, table)
+    if not len(table):
+        return ReportSection(order, [], [csv])
+    lines = list(intro)
+    for dataset, frame in pivot_per_setting(table, column, format_cell).items():
+        lines += [f"### {title(dataset)}", "", markdown(frame), ""]
+    return ReportSection(order, lines + list(outro), [csv])
 
 
 def aggregate(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:

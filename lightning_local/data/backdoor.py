@@ -307,8 +307,11 @@ class Backdoor(EventDataModule):
         self.base.prepare_data()
 
     def follow_model(self, facts: ModelFacts, wrapped: bool = False) -> None:
-        """The base takes the data choices that follow from the model, as a wrapper's base (it stays dense)."""
-        self.base.follow_model(facts, wrapped=True)
+        """The base takes the data choices that follow from the model, as a wrapper's base (it stays dense); a
+        base that makes no such choices (no ``follow_model``, e.g. a plain data module of the user's) is left as it is."""
+        follow = getattr(self.base, "follow_model", None)
+        if follow is not None:
+            follow(facts, wrapped=True)
         self.trigger.frame_dims = len(self.input_shape)  # image frames when the base switched to them
 
     def setup(self, stage: Optional[str] = None) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from benchmark_helpers import benchmark_env, tiny_spec, write_spec
+from support.packages import install_package
 
 from lightning_local.benchmark.store import ResultStore
 
@@ -60,25 +60,7 @@ class LogitMargin(Analysis):
 
 def install_toy_analysis(tmp_path: Path) -> Path:
     """Build and install a throw-away package that registers the `logit_margin` analysis."""
-    source = tmp_path / "toy_analysis"
-    (source / "toy_analyses").mkdir(parents=True)
-    (source / "toy_analyses" / "__init__.py").write_text(TOY_ANALYSIS)
-    (source / "pyproject.toml").write_text(textwrap.dedent('''
-        [build-system]
-        requires = ["setuptools"]
-        build-backend = "setuptools.build_meta"
-        [project]
-        name = "toy-analyses"
-        version = "0.0.1"
-        [project.entry-points."lightning_local.analyses"]
-        logit_margin = "toy_analyses:LogitMargin"
-        [tool.setuptools]
-        packages = ["toy_analyses"]
-    '''))
-    target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target",
-                    str(target), str(source)], check=True)
-    return target
+    return install_package(tmp_path, "toy_analyses", TOY_ANALYSIS, "lightning_local.analyses", "logit_margin", "LogitMargin")
 
 
 @pytest.mark.slow

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
+from support.packages import install_package
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,27 +41,7 @@ class ReadoutOnly(Learner):
 
 def install_toy_plugin(tmp_path: Path) -> Path:
     """Build and install a throw-away package that registers the `readout_only` learner."""
-    source = tmp_path / "toy_plugin"
-    (source / "toy_rules").mkdir(parents=True)
-    (source / "toy_rules" / "__init__.py").write_text(TOY_LEARNER)
-    (source / "pyproject.toml").write_text(textwrap.dedent('''
-        [build-system]
-        requires = ["setuptools"]
-        build-backend = "setuptools.build_meta"
-        [project]
-        name = "toy-rules"
-        version = "0.0.1"
-        [project.entry-points."lightning_local.learners"]
-        readout_only = "toy_rules:ReadoutOnly"
-        [tool.setuptools]
-        packages = ["toy_rules"]
-    '''))
-    target = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(source)],
-        check=True,
-    )
-    return target
+    return install_package(tmp_path, "toy_rules", TOY_LEARNER, "lightning_local.learners", "readout_only", "ReadoutOnly")
 
 
 @pytest.mark.slow
