@@ -1,4 +1,4 @@
-"""Peak memory and step time of BPTT, FA, e-prop and DECOLLE against the sequence length T.
+"""Peak memory and step time of BPTT, FA, e-prop, DECOLLE and OTTT against the sequence length T.
 
 One step = the learner's training step, backward of its objective and an Adam
 step, on the N-MNIST FF net (2312-120-84-10) with random binary input (rate
@@ -6,7 +6,7 @@ step, on the N-MNIST FF net (2312-120-84-10) with random binary input (rate
 
 * CPU: bytes autograd saves for the backward pass (deduplicated by storage,
   :func:`measure.saved_tensor_bytes`) **plus** the state a rule carries from one
-  time step to the next outside autograd (e-prop/DECOLLE: neuron state,
+  time step to the next outside autograd (e-prop/DECOLLE/OTTT: neuron state,
   presynaptic traces and the accumulated updates, from
   :class:`~lightning_local.learners.traces.OnlineSimulation`, including the
   first layer's 32-step input block; BPTT/FA keep their state in autograd's
@@ -38,12 +38,15 @@ from lightning_local.files import atomic_write  # noqa: E402
 from lightning_local.learners.traces import BLOCK_STEPS, BlockSimulation, OnlineSimulation  # noqa: E402
 from lightning_local.module import SpikingClassifier  # noqa: E402
 
-#: Contender -> learner spec (``eprop``: its default ``block`` schedule; ``eprop_step``: the step-by-step one).
+#: Contender -> learner spec (``eprop``: its default ``block`` schedule; ``eprop_step``: the step-by-step one;
+#: ``ottt``: OTTT_A, ``ottt_o``: OTTT_O, an optimizer step every time step).
 LEARNERS = {
     "bptt": "bptt", "fa": "fa", "eprop": "eprop", "decolle": "decolle",
     "eprop_step": {"class_path": "lightning_local.plugins.eprop.EProp", "init_args": {"schedule": "step"}},
+    "ottt": "ottt",
+    "ottt_o": {"class_path": "lightning_local.plugins.ottt.OTTT", "init_args": {"variant": "O"}},
 }
-TRACE_RULES = ("eprop", "decolle")
+TRACE_RULES = ("eprop", "decolle", "ottt")
 
 
 def make_step(name: str, frames: torch.Tensor, labels: torch.Tensor, device: torch.device):
@@ -68,7 +71,8 @@ def carried_state_bytes(module: SpikingClassifier, frames: torch.Tensor) -> int:
     ``step`` schedule: neuron state, presynaptic traces and the first layer's block (copied
     input, currents and errors of ``BLOCK_STEPS`` steps) from :meth:`OnlineSimulation.state_nbytes`.
     ``block`` schedule: :meth:`BlockSimulation.state_nbytes` (carried neuron states, block
-    traces, one block of every layer's spikes and membranes, the copied input block).
+    traces, one block of every layer's spikes and membranes, the copied input block); OTTT
+    runs it with its single-filter traces, in blocks of one step for OTTT_O.
     """
     learner = module.learner
     if learner.name not in TRACE_RULES:
@@ -76,6 +80,9 @@ def carried_state_bytes(module: SpikingClassifier, frames: torch.Tensor) -> int:
     accumulators = sum(p.numel() * p.element_size() for p in module.network.parameters())
     batch, steps = frames.shape[:2]
     block = min(BLOCK_STEPS, steps)
+    if learner.name == "ottt":
+        block = 1 if learner.variant == "O" else block
+        return BlockSimulation(module.network, batch, frames, block=block, synaptic_filter=False).state_nbytes() + accumulators
     if learner.name != "eprop" or learner.schedule == "step":
         return OnlineSimulation(module.network, batch, frames, block=block).state_nbytes() + accumulators
     return BlockSimulation(module.network, batch, frames, block=block).state_nbytes() + accumulators
@@ -127,11 +134,11 @@ def main() -> None:
 def print_table(rows: list[dict], learners: list[str], steps: list[int]) -> None:
     cell = {(r["learner"], r["T"]): r for r in rows}
     print(f"device={rows[0]['device']} batch={rows[0]['batch']} threads={torch.get_num_threads()}  memory MB / step ms")
-    print("learner  " + "".join(f"{'T=' + str(t):>18s}" for t in steps) + "   mem T_max/T_min")
+    print("learner    " + "".join(f"{'T=' + str(t):>18s}" for t in steps) + "   mem T_max/T_min")
     for name in learners:
         cells = "".join(f"{cell[(name, t)]['memory_mb']:9.2f}/{cell[(name, t)]['step_ms']:7.1f} " for t in steps)
         growth = cell[(name, steps[-1])]["memory_mb"] / cell[(name, steps[0])]["memory_mb"]
-        print(f"{name:8s} {cells}   x{growth:.2f}")
+        print(f"{name:10s} {cells}   x{growth:.2f}")
     for eprop in ("eprop", "eprop_step"):
         if "bptt" in learners and eprop in learners and 100 in steps:
             ratio = cell[(eprop, 100)]["step_ms"] / cell[("bptt", 100)]["step_ms"]

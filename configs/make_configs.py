@@ -41,10 +41,16 @@ ARCHITECTURES = ("ff", "rec")
 # Our neuron constants (time constants in steps), shared by every rule of ours.
 OUR_NEURON = {"tau_syn": 5.0, "tau_mem": 10.0, "v_th": 1.0, "surrogate": "fast_sigmoid", "surrogate_scale": 25.0}
 OUR_LR = 1e-3
-# Rules that step the optimizer at every time step (online DECOLLE) take OUR_LR / T: Adam moves
-# each weight by about lr per step, so T steps per batch at lr / T move it as far per batch as
-# one step of the other rules (measured on N-MNIST: lr 1e-3 online saturates, test 0.776; 1e-5: 0.832).
-PER_STEP_LEARNERS = ("decolle",)
+# Rules that step the optimizer at every time step by default (Learner.steps_per_time_step, e.g.
+# online DECOLLE) take OUR_LR / T: Adam moves each weight by about lr per step, so T steps per
+# batch at lr / T move it as far per batch as one step of the other rules
+# (measured on N-MNIST: lr 1e-3 online saturates, test 0.776; 1e-5: 0.832).
+
+
+def steps_per_time_step(learner: str) -> bool:
+    """Whether the registered ``learner`` steps the optimizer at every time step with its default options."""
+    return learner_class(project_learners()[learner]).steps_per_time_step
+
 
 DATASETS = {
     "nmnist": {
@@ -125,7 +131,7 @@ def data_spec(dataset: str, batch_size: int) -> dict:
 
 def our_lr(dataset: str, learner: str) -> float:
     """Our learning rate: OUR_LR, divided by T for rules that update at every step."""
-    if learner in PER_STEP_LEARNERS:
+    if steps_per_time_step(learner):
         return float(f"{OUR_LR / DATASETS[dataset]['init_args']['n_time_bins']:.3g}")
     return OUR_LR
 
@@ -190,7 +196,7 @@ def all_configs() -> dict[Path, str]:
             relative = f"{CONV_DATASET}/conv/{learner}_{arch}.yaml"
             title = f"OUR settings (not Table VII), the paper's conv net (Appendix A): {CONV_DATASET} / {learner} / {arch.upper()}"
             config = as_conv(our_config(CONV_DATASET, learner, arch))
-            if learner not in PER_STEP_LEARNERS:
+            if not steps_per_time_step(learner):
                 config["model"]["lr"] = OUR_CONV_LR
             configs[HERE / relative] = _render(config, title, relative)
     for learner in TABLE_VI_RULES:

@@ -14,9 +14,9 @@ from lightning_local.learners.traces import (
     BlockSimulation,
     OnlineSimulation,
     TaskReadout,
-    all_reduce_mean_,
     blocks,
     fixed_uniform,
+    optimizer_step,
     single_thread,
 )
 from lightning_local.neurons import LIFParameters
@@ -144,6 +144,7 @@ class Decolle(Learner):
     """
 
     name = "decolle"
+    steps_per_time_step = True  # online=True, update_every=1 by default
     search_space = {**NEURON_SPACE, "learner.init_args.readout": {"choices": ["spikes", "membrane"]}}
 
     def __init__(
@@ -272,14 +273,5 @@ class Decolle(Learner):
             loss, logits, updates = self.run(module.network, frames, labels)
             return LearnerStep(loss=loss, logits=logits, objective=update_objective(updates))
         optimizer = module.optimizers()
-
-        def apply(updates: list) -> None:
-            grads = [d.clone() for _, d in updates]
-            all_reduce_mean_(grads)
-            optimizer.zero_grad()
-            for (param, _), grad in zip(updates, grads):
-                param.grad = grad
-            optimizer.step()
-
-        loss, logits, _ = self.run(module.network, frames, labels, apply=apply)
+        loss, logits, _ = self.run(module.network, frames, labels, apply=lambda updates: optimizer_step(optimizer, updates))
         return LearnerStep(loss=loss, logits=logits, objective=None)

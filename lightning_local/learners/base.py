@@ -82,6 +82,9 @@ class Learner(nn.Module):
     name: ClassVar[str] = ""
     #: True when :meth:`training_step` steps the optimizer itself.
     manual_optimization: ClassVar[bool] = False
+    #: True when the rule's *default* options step the optimizer at every time step (online
+    #: DECOLLE): our configs then give it the learning rate divided by T (configs/make_configs.py).
+    steps_per_time_step: ClassVar[bool] = False
     #: Non-empty when the rule trains fully connected networks only: the reason, in one sentence.
     linear_only: ClassVar[str] = ""
     #: True when :meth:`training_step` takes :class:`~lightning_local.sparse_frames.SparseFrames`

@@ -281,16 +281,24 @@ class BlockSimulation:
         batch: batch size.
         like: tensor giving device and dtype.
         block: steps per block (at most).
+        synaptic_filter: ``True`` (default): the traces are ``z2``, the exact ``d u / d W`` of the
+            two-variable neuron. ``False``: one exponential filter with the membrane decay,
+            ``z2^t = beta z2^{t-1} + x^t`` (``alpha = 0`` in the recursions above: OTTT's
+            presynaptic trace, exact only for a neuron without synaptic-current memory).
     """
 
-    def __init__(self, network: SpikingNetwork, batch: int, like: Tensor, block: int = BLOCK_STEPS) -> None:
+    def __init__(
+        self, network: SpikingNetwork, batch: int, like: Tensor, block: int = BLOCK_STEPS, synaptic_filter: bool = True
+    ) -> None:
         self.layers = list(network.layers)
         self.batch, self.block, self.element_size = batch, block, like.element_size()
         self.states = network.initial_state(batch, like)
-        self.traces = [BlockInputTrace(batch, layer.in_shape, like, layer.params.alpha, layer.params.beta, block)
-                       for layer in self.layers]
-        self.own = [BlockInputTrace(batch, layer.out_shape, like, layer.params.alpha, layer.params.beta, block)
-                    if layer.recurrent is not None else None for layer in self.layers]
+
+        def trace(shape, params) -> BlockInputTrace:
+            return BlockInputTrace(batch, shape, like, params.alpha if synaptic_filter else 0.0, params.beta, block)
+
+        self.traces = [trace(layer.in_shape, layer.params) for layer in self.layers]
+        self.own = [trace(layer.out_shape, layer.params) if layer.recurrent is not None else None for layer in self.layers]
         #: Per layer, for the current block: its input rows ``[k * B, *in_shape]`` ((step, sample) order),
         #: spikes and membranes ``[k, B, *out_shape]``, and (REC) its own ``s^{t-1}`` rows.
         self.inputs: list[Tensor] = []
@@ -491,6 +499,20 @@ def softmax_error(logits: Tensor, onehot: Tensor, scale: float) -> tuple[Tensor,
     loss = torch.sum(log_p * onehot)  # minus the CE sum
     error = log_p.exp_().sub_(onehot)
     return torch.mul(error, scale, out=error), loss.neg_()
+
+
+def optimizer_step(optimizer, updates: Sequence[tuple[Tensor, Tensor]]) -> None:
+    """One step of ``optimizer`` on hand-computed ``(param, update)`` pairs, averaged across DDP ranks.
+
+    For rules that step within a sequence (manual optimization): the updates become the
+    parameters' ``.grad`` (copies, so the caller may reset its accumulators).
+    """
+    grads = [update.clone() for _, update in updates]
+    all_reduce_mean_(grads)
+    optimizer.zero_grad()
+    for (param, _), grad in zip(updates, grads):
+        param.grad = grad
+    optimizer.step()
 
 
 def all_reduce_mean_(tensors: list[Tensor]) -> None:

@@ -11,10 +11,11 @@ from lightning_local.module import SpikingClassifier
 STEPS, BATCH, INPUTS, HIDDEN, CLASSES = 30, 5, 30, [20, 12], 4
 
 
-def make_module(learner, architecture="ff", seed=0, hidden=HIDDEN, inputs=INPUTS, classes=CLASSES, gain=3.0):
-    """A tiny classifier whose layers all fire on :func:`make_batch` (weights scaled by ``gain``)."""
+def make_module(learner, architecture="ff", seed=0, hidden=HIDDEN, inputs=INPUTS, classes=CLASSES, gain=3.0, **model):
+    """A tiny classifier whose layers all fire on :func:`make_batch` (weights scaled by ``gain``;
+    ``model``: more :class:`SpikingClassifier` arguments, e.g. the decays)."""
     torch.manual_seed(seed)
-    module = SpikingClassifier(inputs, classes, learner=learner, architecture=architecture, hidden_sizes=hidden)
+    module = SpikingClassifier(inputs, classes, learner=learner, architecture=architecture, hidden_sizes=hidden, **model)
     with torch.no_grad():
         for layer in module.network.layers:
             layer.weight.mul_(gain)

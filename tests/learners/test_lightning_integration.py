@@ -29,6 +29,7 @@ EXTRAS = {
     "eprop_random": {"class_path": learner_class_path("eprop"), "init_args": {"feedback": "random"}},
     "decolle_every4": {"class_path": learner_class_path("decolle"), "init_args": {"update_every": 4}},
     "decolle_offline": {"class_path": learner_class_path("decolle"), "init_args": {"online": False}},
+    "ottt_online": {"class_path": learner_class_path("ottt"), "init_args": {"variant": "O"}},
 }
 LEARNERS = {**{name: name for name in REGISTERED}, **EXTRAS}
 
@@ -95,13 +96,13 @@ def test_fit_test_checkpoint_resume(key, architecture, tmp_path):
     resumed = trainer(tmp_path / "resume", max_epochs=3)
     resumed.fit(loaded, loader(0), loader(1), ckpt_path=last)
     assert resumed.current_epoch == 3
-    # Online DECOLLE counts one optimizer step per update (12 steps / update_every per batch).
-    steps_per_batch = {"decolle": STEPS, "decolle_every4": STEPS // 4}.get(key, 1)
+    # Online DECOLLE and OTTT_O count one optimizer step per update (12 steps / update_every per batch).
+    steps_per_batch = {"decolle": STEPS, "decolle_every4": STEPS // 4, "ottt_online": STEPS}.get(key, 1)
     assert resumed.global_step == 3 * 3 * steps_per_batch
 
 
 def test_the_registry_lists_the_built_in_learners():
-    assert {"bptt", "fa", "eprop", "decolle", "conversion"} <= set(REGISTERED)
+    assert {"bptt", "fa", "eprop", "decolle", "conversion", "ottt"} <= set(REGISTERED)
 
 
 @pytest.mark.parametrize("architecture", ["ff", "rec"])

@@ -1,4 +1,4 @@
-"""e-prop and DECOLLE keep nothing of length T: saved-for-backward bytes do not grow with T (BPTT's do)."""
+"""e-prop, DECOLLE and OTTT keep nothing of length T: saved-for-backward bytes do not grow with T (BPTT's do)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def saved_bytes_of_training_step(learner, architecture, steps):
         return tensor
 
     optimizer = torch.optim.SGD(module.parameters(), lr=1e-3)
-    module.optimizers = lambda: optimizer  # online DECOLLE steps it within the sequence
+    module.optimizers = lambda: optimizer  # online DECOLLE and OTTT_O step it within the sequence
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         step = module.learner.training_step(module, frames, labels)
         if step.objective is not None:
@@ -41,6 +41,8 @@ def saved_bytes_of_training_step(learner, architecture, steps):
     {"class_path": "lightning_local.plugins.eprop.EProp", "init_args": {"feedback": "chained"}},
     "decolle",  # online: nothing at all is saved for backward
     {"class_path": "lightning_local.plugins.decolle.Decolle", "init_args": {"online": False}},
+    "ottt",  # OTTT_A
+    {"class_path": "lightning_local.plugins.ottt.OTTT", "init_args": {"variant": "O"}},  # a step per time step
 ])
 def test_saved_bytes_do_not_grow_with_T(learner, architecture):
     short, long = (saved_bytes_of_training_step(learner, architecture, steps) for steps in (20, 160))
