@@ -11,7 +11,7 @@ from lightning_local.analysis.fisher_information import FisherInformation
 
 def test_built_in_analyses_are_registered_in_report_order():
     found = registry.registered_analyses()
-    assert list(found)[:6] == ["accuracy", "fgsm", "backdoor", "cka", "adversarial_cka", "fisher"]
+    assert list(found)[:7] == ["accuracy", "fgsm", "backdoor", "cost", "cka", "adversarial_cka", "fisher"]
     for key, analysis in found.items():
         assert issubclass(analysis.cls, Analysis) and analysis.cls.key == key
     assert found["fgsm"].class_path == "lightning_local.analysis.FGSMTransfer"  # what run configs name

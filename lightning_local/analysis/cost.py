@@ -1,0 +1,248 @@
+"""Inference cost with NeuroBench's definitions: footprint, sparsity, synaptic operations, membrane updates.
+
+NeuroBench (the ``neurobench`` package, Yik et al. 2024) defines the metrics on ``nn.Linear``/``nn.Conv``
+modules and snnTorch neurons, found through forward hooks. Our layers are neither: a synapse module
+feeds a fused LIF scan over the whole sequence. So the definitions are implemented here on our
+:class:`~lightning_local.synapses.Synapse` modules and the per-layer spikes of a forward pass, and
+``tests/analysis/test_cost.py`` holds them equal to ``neurobench`` on a snnTorch twin of the same net:
+
+* **footprint**: bytes of the network's parameters and buffers;
+* **connection sparsity**: share of zero weights over every synapse (feed-forward ``W`` and recurrent ``V``);
+* **activation sparsity**: share of zero entries of every layer's spikes over all steps and samples
+  (also per layer);
+* **synaptic operations per sample**: for each synapse and step, ``sum_j sum_i [W_ji != 0][x_i != 0]`` -
+  the synapse applied to binarised inputs with binarised weights (for a convolution, every kernel tap
+  that meets a non-zero input). They count as effective **ACs** when the synapse's inputs are spikes
+  (values in {-1, 0, 1}, NeuroBench's test) and as effective **MACs** otherwise (dense input features).
+  **Dense** operations count every weight at every step (all-ones inputs and weights). A recurrent
+  synapse's input at step t is the layer's spikes at t - 1 (zero at t = 0, the initial state);
+* **membrane updates per sample**: every neuron's membrane is updated once per step (the fused scan
+  updates all of them), so neurons x steps. NeuroBench counts updates that change the potential,
+  which for a leaky membrane is every step unless it sits exactly at 0; this is the one metric not
+  compared with ``neurobench`` in the tests.
+
+Biases are not synaptic operations (NeuroBench's default); our synapses have none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from lightning_local.benchmark.results import main_runs, markdown, mean_std_n, title
+
+from ..models import NetworkOutput, SpikingNetwork
+from ..synapses import Synapse
+from .base import EvaluationAnalysis, ReportSection
+from .io import report, write_csv, write_json
+from .representations import all_reduce_sum, batches, evaluate, layer_names
+
+CSV = "cost.csv"
+
+
+def footprint_bytes(module: nn.Module) -> int:
+    """Bytes of ``module``'s parameters and buffers (NeuroBench's footprint)."""
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+
+def connection_sparsity(network: SpikingNetwork) -> float:
+    """Share of zero weights over every synapse of ``network`` (NeuroBench's connection sparsity)."""
+    weights = [synapse.weight for layer in network.layers for synapse in layer.synapses]
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    return zeros / sum(w.numel() for w in weights)
+
+
+def is_spiking(x: Tensor) -> bool:
+    """NeuroBench's test of a synapse input: spikes when every value is -1, 0 or 1."""
+    return bool(((x == 0) | (x == 1) | (x == -1)).all())
+
+
+@torch.no_grad()
+def synaptic_operations(synapse: Synapse, inputs: Tensor) -> tuple[int, int]:
+    """``(effective, dense)`` operations of ``synapse`` on ``inputs`` ``[..., *in_shape]`` (all leading dims summed)."""
+    weight = synapse.weight
+    flat = inputs.reshape(-1, *synapse.in_shape)
+    effective = synapse.transmit((flat != 0).to(weight.dtype), weight=(weight != 0).to(weight.dtype)).sum()
+    ones = torch.ones(1, *synapse.in_shape, dtype=weight.dtype, device=weight.device)
+    dense_per_input = synapse.transmit(ones, weight=torch.ones_like(weight)).sum()
+    return int(effective.round().item()), int(dense_per_input.round().item()) * flat.shape[0]
+
+
+def synapse_inputs(frames: Tensor, output: NetworkOutput, network: SpikingNetwork) -> list[list[tuple[Synapse, Tensor]]]:
+    """Per layer, each synapse with its inputs over the sequence: the frames (layer 0, batch-major) or the previous
+    layer's spikes for ``W``; the layer's own spikes one step earlier (zero at t = 0) for a recurrent ``V``."""
+    out = []
+    for l, layer in enumerate(network.layers):
+        pairs = [(layer.synapse, frames if l == 0 else output.spikes[l - 1])]
+        if layer.recurrent is not None:
+            own = output.spikes[l]
+            pairs.append((layer.recurrent, torch.cat([torch.zeros_like(own[:1]), own[:-1]])))
+        out.append(pairs)
+    return out
+
+
+@dataclass
+class CostCounter:
+    """Accumulates NeuroBench's workload metrics over evaluation batches (:meth:`update`), per layer."""
+
+    layers: list[str]
+    samples: int = 0
+    acs: np.ndarray = field(init=False)
+    macs: np.ndarray = field(init=False)
+    dense: np.ndarray = field(init=False)
+    spikes: np.ndarray = field(init=False)
+    activations: np.ndarray = field(init=False)
+    membrane_updates: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        for name in ("acs", "macs", "dense", "spikes", "activations", "membrane_updates"):
+            setattr(self, name, np.zeros(len(self.layers), dtype=np.float64))
+
+    def update(self, network: SpikingNetwork, frames: Tensor, output: NetworkOutput) -> None:
+        """Add one batch: ``frames`` ``[B, T, *input_shape]`` and the network's ``output`` on them."""
+        for l, pairs in enumerate(synapse_inputs(frames, output, network)):
+            for synapse, inputs in pairs:
+                effective, dense = synaptic_operations(synapse, inputs)
+                (self.acs if is_spiking(inputs) else self.macs)[l] += effective
+                self.dense[l] += dense
+            spikes = output.spikes[l]
+            self.spikes[l] += int(torch.count_nonzero(spikes))
+            self.activations[l] += spikes.numel()
+            self.membrane_updates[l] += spikes.numel()  # one update per neuron and step
+        self.samples += frames.shape[0]
+
+    def state(self) -> list[Tensor]:
+        """The sums as tensors (to add them over DDP processes)."""
+        return [torch.as_tensor(np.append(getattr(self, n), self.samples if n == "acs" else 0.0))
+                for n in ("acs", "macs", "dense", "spikes", "activations", "membrane_updates")]
+
+    def load(self, tensors: Sequence[Tensor]) -> None:
+        """Take the sums back from :meth:`state`'s tensors (after they were added over processes)."""
+        for name, tensor in zip(("acs", "macs", "dense", "spikes", "activations", "membrane_updates"), tensors):
+            setattr(self, name, tensor[:-1].double().numpy())
+        self.samples = int(tensors[0][-1].item())
+
+    def per_layer(self) -> pd.DataFrame:
+        """Per layer and per sample: effective ACs / MACs, dense operations, activation sparsity, membrane updates."""
+        n = max(self.samples, 1)
+        return pd.DataFrame({
+            "layer": self.layers, "effective_acs": self.acs / n, "effective_macs": self.macs / n,
+            "dense_ops": self.dense / n, "activation_sparsity": 1 - self.spikes / np.maximum(self.activations, 1),
+            "membrane_updates": self.membrane_updates / n})
+
+    def totals(self) -> dict[str, float]:
+        """The whole network's metrics per sample (activation sparsity over all layers' activations)."""
+        n = max(self.samples, 1)
+        return {"effective_acs": float(self.acs.sum() / n), "effective_macs": float(self.macs.sum() / n),
+                "dense_ops": float(self.dense.sum() / n),
+                "activation_sparsity": float(1 - self.spikes.sum() / max(self.activations.sum(), 1)),
+                "membrane_updates": float(self.membrane_updates.sum() / n), "num_samples": self.samples}
+
+
+class InferenceCost(EvaluationAnalysis):
+    """NeuroBench's inference metrics of the evaluated network (see the module docstring for the definitions).
+
+    Runs the module's evaluation forward pass (a conversion run's converted SNN) over the first
+    ``num_samples`` examples of the split and writes ``cost_<stage>.csv`` (one row per layer, per
+    sample) and ``cost_<stage>.json`` (the totals, footprint and connection sparsity). In a
+    benchmark spec (``cost: {num_samples: N}``) it runs on every main training run and gives the
+    report a Cost table beside the test accuracy.
+
+    Args:
+        num_samples: evaluate the first ``num_samples`` examples (None: all).
+        stages: when to run: ``"validate"`` and/or ``"test"``.
+        output_dir: folder for the result files (default ``<log_dir>/analysis``).
+    """
+
+    name = "cost"
+    key = "cost"
+    report_order = 35  # after the tables of the paper, before the figures
+
+    def __init__(self, num_samples: Optional[int] = None, stages: Sequence[str] = ("test",),
+                 output_dir: Optional[str] = None) -> None:
+        super().__init__(stages, output_dir)
+        if num_samples is not None and num_samples < 1:
+            raise ValueError(f"num_samples must be positive or None (got {num_samples}).")
+        self.num_samples = num_samples
+
+    def analyse(self, trainer: "pl.Trainer", pl_module, stage: str, loader: DataLoader) -> None:
+        network = pl_module.network
+        counter = CostCounter(layer_names(network))
+        with torch.no_grad():
+            for frames, _ in batches(loader, pl_module.device, self.num_samples):
+                counter.update(network, frames, evaluate(pl_module, frames))
+        state = counter.state()
+        all_reduce_sum(trainer, state)
+        counter.load(state)
+        if counter.samples == 0 or not trainer.is_global_zero:
+            return
+        totals = {**counter.totals(), "footprint_bytes": footprint_bytes(network),
+                  "connection_sparsity": connection_sparsity(network)}
+        write_csv(self.path(trainer, stage, ".csv"), counter.per_layer())
+        write_json(self.path(trainer, stage, ".json"), totals)
+        report(f"Inference cost ({stage}, {counter.samples} samples, per sample): {totals['effective_acs']:.4g} ACs, "
+               f"{totals['effective_macs']:.4g} MACs, {totals['dense_ops']:.4g} dense ops, activation sparsity "
+               f"{totals['activation_sparsity']:.3f}, footprint {totals['footprint_bytes']} B")
+
+    # ------------------------------------------------------------ benchmark
+    @classmethod
+    def collect(cls, run_dir: Path, kind: str, config: dict, variant: dict) -> tuple[dict, dict]:
+        path = Path(run_dir) / "analysis" / f"{cls.name}_test.json"
+        if not path.is_file():
+            return {}, {}
+        return {"cost": json.loads(path.read_text())}, {"cost": str(path)}
+
+    @classmethod
+    def report(cls, runs: pd.DataFrame, folder: Path) -> list[ReportSection]:
+        table = cost_table(runs)
+        write_csv(Path(folder) / CSV, table)
+        if not len(table):
+            return [ReportSection(cls.report_order, [], [CSV])]
+        lines = ["## Cost: inference per sample (NeuroBench's definitions)", "",
+                 "Mean ± std over seeds. ACs: synaptic operations on spike inputs, MACs: on dense inputs, dense: every "
+                 "weight at every step; activation sparsity: share of zero spikes over all layers and steps; "
+                 "footprint: parameter and buffer bytes. Definitions: lightning_local/analysis/cost.py.", ""]
+        for dataset, part in table.groupby("dataset", sort=False):
+            shown = pd.DataFrame({
+                "rule": part.rule + " " + part.arch.str.upper(),
+                "test acc (%)": [_cell(r.acc_mean, r.acc_std, ".2f") for r in part.itertuples()],
+                "effective ACs": [_cell(r.acs_mean, r.acs_std, ".4g") for r in part.itertuples()],
+                "effective MACs": [_cell(r.macs_mean, r.macs_std, ".4g") for r in part.itertuples()],
+                "dense ops": [f"{r.dense_ops:.4g}" for r in part.itertuples()],
+                "activation sparsity": [_cell(r.sparsity_mean, r.sparsity_std, ".3f") for r in part.itertuples()],
+                "footprint (KiB)": [f"{r.footprint_bytes / 1024:.1f}" for r in part.itertuples()],
+                "n": part.n.astype(int).tolist()})
+            lines += [f"### {title(dataset)}", "", markdown(shown), ""]
+        return [ReportSection(cls.report_order, lines, [CSV])]
+
+
+def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, rule and arch: test accuracy % and the inference cost per sample, over seeds."""
+    rows = []
+    for (dataset, rule, arch), group in main_runs(runs).groupby(["dataset", "rule", "arch"], sort=False):
+        measured = [m for m in group.metrics if "cost" in m]
+        if not measured:
+            continue
+        stats = {name: mean_std_n(pd.Series([m["cost"][key] for m in measured]))
+                 for name, key in (("acs", "effective_acs"), ("macs", "effective_macs"), ("sparsity", "activation_sparsity"))}
+        accuracy = mean_std_n(pd.Series([100 * m["test_acc"] for m in measured if "test_acc" in m]))
+        rows.append({"dataset": dataset, "rule": rule, "arch": arch, "acc_mean": accuracy["mean"], "acc_std": accuracy["std"],
+                     **{f"{k}_{s}": v[s] for k, v in stats.items() for s in ("mean", "std")},
+                     "dense_ops": measured[0]["cost"]["dense_ops"], "footprint_bytes": measured[0]["cost"]["footprint_bytes"],
+                     "n": len(measured)})
+    return pd.DataFrame(rows, columns=["dataset", "rule", "arch", "acc_mean", "acc_std", "acs_mean", "acs_std", "macs_mean",
+                                       "macs_std", "sparsity_mean", "sparsity_std", "dense_ops", "footprint_bytes", "n"])
+
+
+def _cell(mean: float, std: float, spec: str) -> str:
+    return f"{mean:{spec}} ± {std:{spec}}"
