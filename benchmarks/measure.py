@@ -10,29 +10,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 
-
-@contextmanager
-def saved_tensor_bytes() -> Iterator[dict]:
-    """Count the bytes autograd saves for backward inside the block (``result["bytes"]``)."""
-    seen: set = set()
-    result = {"bytes": 0}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        key = (storage.data_ptr(), storage.nbytes())
-        if key not in seen:
-            seen.add(key)
-            result["bytes"] += storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        yield result
+from lightning_local.analysis.training_cost import saved_tensor_bytes  # noqa: F401 (the scripts import it from here)
 
 
 def sync(device: torch.device) -> None:

@@ -35,7 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import add_run_arguments, run_device, saved_tensor_bytes, sync, time_interleaved  # noqa: E402
 
 from lightning_local.files import atomic_write  # noqa: E402
-from lightning_local.learners.traces import BLOCK_STEPS, BlockSimulation, OnlineSimulation  # noqa: E402
 from lightning_local.module import SpikingClassifier  # noqa: E402
 
 #: Contender -> learner spec (``eprop``: its default ``block`` schedule; ``eprop_step``: the step-by-step one;
@@ -46,7 +45,6 @@ LEARNERS = {
     "ottt": "ottt",
     "ottt_o": {"class_path": "lightning_local.plugins.ottt.OTTT", "init_args": {"variant": "O"}},
 }
-TRACE_RULES = ("eprop", "decolle", "ottt")
 
 
 def make_step(name: str, frames: torch.Tensor, labels: torch.Tensor, device: torch.device):
@@ -65,29 +63,6 @@ def make_step(name: str, frames: torch.Tensor, labels: torch.Tensor, device: tor
     return module, step
 
 
-def carried_state_bytes(module: SpikingClassifier, frames: torch.Tensor) -> int:
-    """Bytes a trace rule keeps outside autograd (0 for BPTT/FA, whose state autograd saves), plus its updates.
-
-    ``step`` schedule: neuron state, presynaptic traces and the first layer's block (copied
-    input, currents and errors of ``BLOCK_STEPS`` steps) from :meth:`OnlineSimulation.state_nbytes`.
-    ``block`` schedule: :meth:`BlockSimulation.state_nbytes` (carried neuron states, block
-    traces, one block of every layer's spikes and membranes, the copied input block); OTTT
-    runs it with its single-filter traces, in blocks of one step for OTTT_O.
-    """
-    learner = module.learner
-    if learner.name not in TRACE_RULES:
-        return 0
-    accumulators = sum(p.numel() * p.element_size() for p in module.network.parameters())
-    batch, steps = frames.shape[:2]
-    block = min(BLOCK_STEPS, steps)
-    if learner.name == "ottt":
-        block = 1 if learner.variant == "O" else block
-        return BlockSimulation(module.network, batch, frames, block=block, synaptic_filter=False).state_nbytes() + accumulators
-    if learner.name != "eprop" or learner.schedule == "step":
-        return OnlineSimulation(module.network, batch, frames, block=block).state_nbytes() + accumulators
-    return BlockSimulation(module.network, batch, frames, block=block).state_nbytes() + accumulators
-
-
 def memory_mb(learner: str, module: SpikingClassifier, step, frames: torch.Tensor, device: torch.device) -> float:
     if device.type == "cuda":
         step()  # optimizer state exists from here on
@@ -100,7 +75,7 @@ def memory_mb(learner: str, module: SpikingClassifier, step, frames: torch.Tenso
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     with saved_tensor_bytes() as saved:
         step()
-    return (saved["bytes"] + carried_state_bytes(module, frames)) / 2**20
+    return (saved["bytes"] + module.learner.carried_state_bytes(module.network, frames)) / 2**20
 
 
 def main() -> None:

@@ -160,6 +160,7 @@ class Conversion(Learner):
     """
 
     name = "conversion"
+    memory_constant_in_T = True  # the ANN sees counts summed over T
     linear_only = "its normalisation and IF readout are built and tested for dense layers; use bptt, decolle or fa."
     # The ANN is trained (lr, batch, output gain); the converted IF neurons take no decays or surrogate.
     search_space = {

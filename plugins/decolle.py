@@ -18,6 +18,7 @@ from lightning_local.learners.traces import (
     fixed_uniform,
     optimizer_step,
     single_thread,
+    update_bytes,
 )
 from lightning_local.neurons import LIFParameters
 
@@ -144,6 +145,7 @@ class Decolle(Learner):
     """
 
     name = "decolle"
+    memory_constant_in_T = True  # nothing of length T is kept
     steps_per_time_step = True  # online=True, update_every=1 by default
     search_space = {**NEURON_SPACE, "learner.init_args.readout": {"choices": ["spikes", "membrane"]}}
 
@@ -167,6 +169,13 @@ class Decolle(Learner):
     def manual_optimization(self) -> bool:  # type: ignore[override]
         """Online DECOLLE steps the optimizer itself."""
         return self.online
+
+    def carried_state_bytes(self, network: "SpikingNetwork", frames: Tensor) -> int:
+        # an update every step simulates step by step (see run), otherwise in block scans
+        stepwise = self.online and self.update_every == 1
+        simulation = OnlineSimulation if stepwise else BlockSimulation
+        block = min(BLOCK_STEPS, frames.shape[1])
+        return simulation(network, frames.shape[0], frames, block=block).state_nbytes() + update_bytes(network)
 
     def attach(self, network: "SpikingNetwork") -> None:
         classes = network.layers[-1].out_features

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from lightning_local.learners import NEURON_SPACE, Learner, LearnerStep, update_objective
 from lightning_local.learners.traces import (
-    BLOCK_STEPS, BlockSimulation, OnlineSimulation, TaskReadout, blocks, fixed_uniform, single_thread,
+    BLOCK_STEPS, BlockSimulation, OnlineSimulation, TaskReadout, blocks, fixed_uniform, single_thread, update_bytes,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -120,6 +120,7 @@ class EProp(Learner):
     """
 
     name = "eprop"
+    memory_constant_in_T = True  # nothing of length T is kept
     linear_only = "the paper limits e-prop to linear layers; train a convolutional network with bptt, decolle or fa."
     search_space = {**NEURON_SPACE, "learner.init_args.feedback": {"choices": ["symmetric", "random"]}}
 
@@ -133,6 +134,11 @@ class EProp(Learner):
         self.seed = seed
         self.schedule = schedule
         self.num_hidden = 0
+
+    def carried_state_bytes(self, network: "SpikingNetwork", frames: Tensor) -> int:
+        simulation = OnlineSimulation if self.schedule == "step" else BlockSimulation
+        block = min(BLOCK_STEPS, frames.shape[1])
+        return simulation(network, frames.shape[0], frames, block=block).state_nbytes() + update_bytes(network)
 
     def attach(self, network: "SpikingNetwork") -> None:
         self.num_hidden = len(network.layers) - 1

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from lightning_local.learners import NEURON_SPACE, Learner, LearnerStep, update_objective
-from lightning_local.learners.traces import BLOCK_STEPS, BlockSimulation, TaskReadout, blocks, optimizer_step
+from lightning_local.learners.traces import BLOCK_STEPS, BlockSimulation, TaskReadout, blocks, optimizer_step, update_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from lightning_local.models import SpikingNetwork
@@ -71,6 +71,7 @@ class OTTT(Learner):
     """
 
     name = "ottt"
+    memory_constant_in_T = True  # nothing of length T is kept
     search_space = {**NEURON_SPACE, "learner.init_args.variant": {"choices": list(VARIANTS)}}
 
     def __init__(self, variant: Variant = "A") -> None:
@@ -78,6 +79,11 @@ class OTTT(Learner):
         if variant not in VARIANTS:
             raise ValueError(f"Unknown OTTT variant {variant!r}: use 'A' (accumulate) or 'O' (a step per time step).")
         self.variant = variant
+
+    def carried_state_bytes(self, network: "SpikingNetwork", frames: Tensor) -> int:
+        block = 1 if self.variant == "O" else min(BLOCK_STEPS, frames.shape[1])  # OTTT_O: blocks of one step
+        sim = BlockSimulation(network, frames.shape[0], frames, block=block, synaptic_filter=False)
+        return sim.state_nbytes() + update_bytes(network)
 
     @property
     def manual_optimization(self) -> bool:  # type: ignore[override]

@@ -6,7 +6,7 @@
 * :class:`FGSMTransfer` - SNN accuracy under FGSM crafted on the ReLU ANN counterpart (or other attack models).
 * :class:`FisherInformation` - per-layer, per-step Fisher information of LW / RW weights.
 * :class:`BackdoorEvaluation` / :class:`AttackSuccessRate` - backdoor attack success rate.
-* :class:`InferenceCost` - NeuroBench's inference metrics (footprint, sparsity, synaptic operations).
+* :class:`Cost` - training memory and time over T, and NeuroBench's inference metrics.
 
 Every analysis subclasses :class:`Analysis` (:mod:`.base`); the benchmark finds them by key through the
 ``lightning_local.analyses`` entry points (:mod:`.registry`). The exports are lazy (PEP 562), so the light
@@ -21,7 +21,7 @@ _EXPORTS = {
     "Analysis": "base", "EvaluationAnalysis": "base", "ReportSection": "base",
     "MinibatchCKA": "cka", "hsic_unbiased": "cka", "linear_cka": "cka",
     "CKAComparison": "cka_comparison",
-    "InferenceCost": "cost", "CostCounter": "cost", "footprint_bytes": "cost", "connection_sparsity": "cost",
+    "Cost": "cost", "CostCounter": "cost", "footprint_bytes": "cost", "connection_sparsity": "cost",
     "FGSMTransfer": "fgsm_transfer",
     "class_scores": "fisher", "sample_labels": "fisher", "squared_gradient_norms": "fisher",
     "FisherInformation": "fisher_information",

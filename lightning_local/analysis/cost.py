@@ -1,4 +1,6 @@
-"""Inference cost with NeuroBench's definitions: footprint, sparsity, synaptic operations, membrane updates.
+"""The cost of a rule: training memory and time (measured, over T), and inference cost with NeuroBench's definitions.
+
+Training: see :mod:`lightning_local.analysis.training_cost`. Inference, below.
 
 NeuroBench (the ``neurobench`` package, Yik et al. 2024) defines the metrics on ``nn.Linear``/``nn.Conv``
 modules and snnTorch neurons, found through forward hooks. Our layers are neither: a synapse module
@@ -39,6 +41,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from lightning_local.benchmark.figures import figure_section, panel_grid
 from lightning_local.benchmark.results import main_runs, markdown, mean_std_n, title
 
 from ..models import NetworkOutput, SpikingNetwork
@@ -46,8 +49,13 @@ from ..synapses import Synapse
 from .base import EvaluationAnalysis, ReportSection
 from .io import report, write_csv, write_json
 from .representations import all_reduce_sum, batches, evaluate, layer_names
+from .training_cost import cost_over_steps, step_cost
 
 CSV = "cost.csv"
+FIGURE_CSV = "cost_accuracy_vs_memory.csv"
+CAPTION = ("Cost figure: test accuracy against the measured memory of one training step (saved for backward plus the "
+           "state a rule carries), one point per rule and architecture, mean ± std over seeds.")
+PROBE_STEPS = (25, 50, 100, 200)
 
 
 def footprint_bytes(module: nn.Module) -> int:
@@ -149,17 +157,28 @@ class CostCounter:
                 "membrane_updates": float(self.membrane_updates.sum() / n), "num_samples": self.samples}
 
 
-class InferenceCost(EvaluationAnalysis):
-    """NeuroBench's inference metrics of the evaluated network (see the module docstring for the definitions).
+class Cost(EvaluationAnalysis):
+    """What a rule costs: training memory and step time (at the run's T and over T), and inference cost.
 
-    Runs the module's evaluation forward pass (a conversion run's converted SNN) over the first
-    ``num_samples`` examples of the split and writes ``cost_<stage>.csv`` (one row per layer, per
-    sample) and ``cost_<stage>.json`` (the totals, footprint and connection sparsity). In a
-    benchmark spec (``cost: {num_samples: N}``) it runs on every main training run and gives the
-    report a Cost table beside the test accuracy.
+    At the end of the chosen stage, on the evaluation split:
+
+    * **training** (on a probe copy of the module, so the run's weights stay as they are): memory of one
+      training step and its time (mean ± std over ``train_steps`` steps after warm-up) on the first
+      ``probe_batch`` examples at the run's T, then at every T of ``probe_steps`` (the batch repeated along
+      time) with the least-squares slopes of memory and time over T (the paper's Table I, measured); see
+      :mod:`lightning_local.analysis.training_cost`;
+    * **inference**, NeuroBench's metrics of the evaluated network over the first ``num_samples`` examples
+      (a conversion run: its converted SNN); see the module docstring.
+
+    Writes ``cost_<stage>.json`` (totals), ``cost_<stage>.csv`` (per layer) and ``cost_<stage>_over_T.csv``.
+    In a benchmark spec (``cost: {...}``) it runs on every main training run and gives the report a Cost
+    table and a figure of accuracy against training memory.
 
     Args:
-        num_samples: evaluate the first ``num_samples`` examples (None: all).
+        num_samples: inference metrics over the first ``num_samples`` examples (None: all).
+        probe_batch: examples of the training probe.
+        train_steps: timed training steps (after two warm-up steps).
+        probe_steps: values of T for the slopes over T (empty: only the run's T).
         stages: when to run: ``"validate"`` and/or ``"test"``.
         output_dir: folder for the result files (default ``<log_dir>/analysis``).
     """
@@ -168,29 +187,49 @@ class InferenceCost(EvaluationAnalysis):
     key = "cost"
     report_order = 35  # after the tables of the paper, before the figures
 
-    def __init__(self, num_samples: Optional[int] = None, stages: Sequence[str] = ("test",),
+    def __init__(self, num_samples: Optional[int] = None, probe_batch: int = 16, train_steps: int = 5,
+                 probe_steps: Sequence[int] = PROBE_STEPS, stages: Sequence[str] = ("test",),
                  output_dir: Optional[str] = None) -> None:
         super().__init__(stages, output_dir)
         if num_samples is not None and num_samples < 1:
             raise ValueError(f"num_samples must be positive or None (got {num_samples}).")
+        if probe_batch < 1 or train_steps < 1 or any(int(t) < 1 for t in probe_steps):
+            raise ValueError(f"probe_batch, train_steps and probe_steps must be positive (got {probe_batch}, "
+                             f"{train_steps}, {list(probe_steps)}).")
         self.num_samples = num_samples
+        self.probe_batch = probe_batch
+        self.train_steps = train_steps
+        self.probe_steps = [int(t) for t in probe_steps]
 
     def analyse(self, trainer: "pl.Trainer", pl_module, stage: str, loader: DataLoader) -> None:
         network = pl_module.network
         counter = CostCounter(layer_names(network))
+        probe = None
         with torch.no_grad():
-            for frames, _ in batches(loader, pl_module.device, self.num_samples):
+            for frames, labels in batches(loader, pl_module.device, self.num_samples):
                 counter.update(network, frames, evaluate(pl_module, frames))
+                probe = probe or (frames[: self.probe_batch], labels[: self.probe_batch])
         state = counter.state()
         all_reduce_sum(trainer, state)
         counter.load(state)
-        if counter.samples == 0 or not trainer.is_global_zero:
+        if counter.samples == 0 or probe is None:
+            return
+        steps = probe[0].shape[1]
+        report(f"Cost probe ({stage}): {self.train_steps} training steps of batch {probe[0].shape[0]} at T = {steps}, "
+               f"then at T = {', '.join(map(str, self.probe_steps)) or '(none)'}")
+        training = step_cost(pl_module, *probe, repeats=self.train_steps)
+        over_t, slopes = cost_over_steps(pl_module, *probe, self.probe_steps)
+        if not trainer.is_global_zero:
             return
         totals = {**counter.totals(), "footprint_bytes": footprint_bytes(network),
-                  "connection_sparsity": connection_sparsity(network)}
+                  "connection_sparsity": connection_sparsity(network),
+                  **{f"train_{k}": v for k, v in training.items()}, "train_T": steps, "train_batch": probe[0].shape[0],
+                  **slopes}
         write_csv(self.path(trainer, stage, ".csv"), counter.per_layer())
+        write_csv(self.path(trainer, stage, "_over_T.csv"), over_t)
         write_json(self.path(trainer, stage, ".json"), totals)
-        report(f"Inference cost ({stage}, {counter.samples} samples, per sample): {totals['effective_acs']:.4g} ACs, "
+        report(f"Cost ({stage}): training step {training['memory_bytes'] / 2**20:.2f} MB, {training['step_ms_mean']:.1f} ± "
+               f"{training['step_ms_std']:.1f} ms at T = {steps}; per sample {totals['effective_acs']:.4g} ACs, "
                f"{totals['effective_macs']:.4g} MACs, {totals['dense_ops']:.4g} dense ops, activation sparsity "
                f"{totals['activation_sparsity']:.3f}, footprint {totals['footprint_bytes']} B")
 
@@ -208,41 +247,77 @@ class InferenceCost(EvaluationAnalysis):
         write_csv(Path(folder) / CSV, table)
         if not len(table):
             return [ReportSection(cls.report_order, [], [CSV])]
-        lines = ["## Cost: inference per sample (NeuroBench's definitions)", "",
-                 "Mean ± std over seeds. ACs: synaptic operations on spike inputs, MACs: on dense inputs, dense: every "
-                 "weight at every step; activation sparsity: share of zero spikes over all layers and steps; "
-                 "footprint: parameter and buffer bytes. Definitions: lightning_local/analysis/cost.py.", ""]
+        lines = ["## Cost: training memory and time, inference operations", "",
+                 "Mean ± std over seeds. Training: memory of one training step (autograd's saved tensors plus the state "
+                 "a rule carries between steps and its accumulated updates; not the weights, optimizer or input), its "
+                 "time, and the slopes over the probe's T values (default 25, 50, 100, 200; the measured Table I), on a probe copy with the cost "
+                 "callback's probe batch. Inference, NeuroBench's definitions per sample: ACs on spike inputs, MACs on "
+                 "dense inputs, dense ops (every weight at every step), activation sparsity (zero spikes over all "
+                 "layers and steps), footprint (parameter and buffer bytes). Definitions: lightning_local/analysis/"
+                 "cost.py and training_cost.py.", ""]
         for dataset, part in table.groupby("dataset", sort=False):
-            shown = pd.DataFrame({
-                "rule": part.rule + " " + part.arch.str.upper(),
-                "test acc (%)": [_cell(r.acc_mean, r.acc_std, ".2f") for r in part.itertuples()],
-                "effective ACs": [_cell(r.acs_mean, r.acs_std, ".4g") for r in part.itertuples()],
-                "effective MACs": [_cell(r.macs_mean, r.macs_std, ".4g") for r in part.itertuples()],
-                "dense ops": [f"{r.dense_ops:.4g}" for r in part.itertuples()],
-                "activation sparsity": [_cell(r.sparsity_mean, r.sparsity_std, ".3f") for r in part.itertuples()],
-                "footprint (KiB)": [f"{r.footprint_bytes / 1024:.1f}" for r in part.itertuples()],
-                "n": part.n.astype(int).tolist()})
+            shown = pd.DataFrame({"rule": part.rule + " " + part.arch.str.upper(),
+                                  **{label: [_cell(r[f"{k}_mean"], r[f"{k}_std"], spec) for _, r in part.iterrows()]
+                                     for k, label, spec in COLUMNS},
+                                  "dense ops": [f"{v:.4g}" for v in part.dense_ops],
+                                  "footprint (KiB)": [f"{v / 1024:.1f}" for v in part.footprint_bytes],
+                                  "n": part.n.astype(int).tolist()})
             lines += [f"### {title(dataset)}", "", markdown(shown), ""]
-        return [ReportSection(cls.report_order, lines, [CSV])]
+        figure = figure_section(cls.report_order + 1, "cost_accuracy_vs_memory", CAPTION, table, _plot, folder, FIGURE_CSV)
+        return [ReportSection(cls.report_order, lines, [CSV]), figure]
+
+
+#: Cost table columns: (key in :func:`cost_table`, heading, number format).
+COLUMNS = (("acc", "test acc (%)", ".2f"), ("memory_mb", "train step memory (MB)", ".3g"),
+           ("step_ms", "train step (ms)", ".3g"), ("memory_slope_kb", "memory slope (KB / step)", ".3g"),
+           ("time_slope_ms", "time slope (ms / step)", ".3g"), ("acs", "effective ACs", ".4g"),
+           ("macs", "effective MACs", ".4g"), ("sparsity", "activation sparsity", ".3f"))
+#: Where each column's per-run value comes from: (metric, key in the run's cost results, scale).
+_SOURCES = {"memory_mb": ("cost", "train_memory_bytes", 2**-20), "step_ms": ("cost", "train_step_ms_mean", 1.0),
+            "memory_slope_kb": ("cost", "memory_bytes_per_step", 2**-10),
+            "time_slope_ms": ("cost", "step_ms_per_step", 1.0), "acs": ("cost", "effective_acs", 1.0),
+            "macs": ("cost", "effective_macs", 1.0), "sparsity": ("cost", "activation_sparsity", 1.0)}
 
 
 def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset, rule and arch: test accuracy % and the inference cost per sample, over seeds."""
+    """Per dataset, rule and arch: test accuracy %, training cost and inference cost, mean and std over seeds."""
     rows = []
     for (dataset, rule, arch), group in main_runs(runs).groupby(["dataset", "rule", "arch"], sort=False):
         measured = [m for m in group.metrics if "cost" in m]
         if not measured:
             continue
-        stats = {name: mean_std_n(pd.Series([m["cost"][key] for m in measured]))
-                 for name, key in (("acs", "effective_acs"), ("macs", "effective_macs"), ("sparsity", "activation_sparsity"))}
+        row = {"dataset": dataset, "rule": rule, "arch": arch}
         accuracy = mean_std_n(pd.Series([100 * m["test_acc"] for m in measured if "test_acc" in m]))
-        rows.append({"dataset": dataset, "rule": rule, "arch": arch, "acc_mean": accuracy["mean"], "acc_std": accuracy["std"],
-                     **{f"{k}_{s}": v[s] for k, v in stats.items() for s in ("mean", "std")},
-                     "dense_ops": measured[0]["cost"]["dense_ops"], "footprint_bytes": measured[0]["cost"]["footprint_bytes"],
-                     "n": len(measured)})
-    return pd.DataFrame(rows, columns=["dataset", "rule", "arch", "acc_mean", "acc_std", "acs_mean", "acs_std", "macs_mean",
-                                       "macs_std", "sparsity_mean", "sparsity_std", "dense_ops", "footprint_bytes", "n"])
+        row.update(acc_mean=accuracy["mean"], acc_std=accuracy["std"])
+        for name, (metric, key, scale) in _SOURCES.items():
+            stats = mean_std_n(pd.Series([scale * m[metric][key] for m in measured if key in m[metric]], dtype=float))
+            row.update({f"{name}_mean": stats["mean"], f"{name}_std": stats["std"]})
+        row.update(dense_ops=measured[0]["cost"]["dense_ops"], footprint_bytes=measured[0]["cost"]["footprint_bytes"],
+                   n=len(measured))
+        rows.append(row)
+    columns = ["dataset", "rule", "arch", *(f"{k}_{s}" for k, _, _ in COLUMNS for s in ("mean", "std")), "dense_ops",
+               "footprint_bytes", "n"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _plot(table: pd.DataFrame):
+    """Accuracy against training-step memory, one point per rule and architecture, a panel per dataset."""
+    panels = list(table.groupby("dataset", sort=False))
+    if not panels:
+        return None
+    figure, axes = panel_grid(len(panels))
+    for ax, (dataset, part) in zip(axes, panels):
+        for r in part.itertuples():
+            ax.errorbar(r.memory_mb_mean, r.acc_mean, xerr=r.memory_mb_std, yerr=r.acc_std, marker="o" if r.arch == "ff"
+                        else "s", capsize=2, label=f"{r.rule} {r.arch.upper()}")
+        ax.set_xscale("log")
+        ax.set_xlabel("training step memory (MB, log)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{title(dataset)}: accuracy vs training memory", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return figure
 
 
 def _cell(mean: float, std: float, spec: str) -> str:
-    return f"{mean:{spec}} ± {std:{spec}}"
+    return "–" if np.isnan(mean) else f"{mean:{spec}} ± {std:{spec}}"

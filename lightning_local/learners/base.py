@@ -87,6 +87,9 @@ class Learner(nn.Module):
     steps_per_time_step: ClassVar[bool] = False
     #: Non-empty when the rule trains fully connected networks only: the reason, in one sentence.
     linear_only: ClassVar[str] = ""
+    #: True when a training step's memory does not grow with the sequence length T (nothing of length T is
+    #: kept: online rules); the cost analysis's tests hold every rule to what it declares.
+    memory_constant_in_T: ClassVar[bool] = False
     #: True when :meth:`training_step` takes :class:`~lightning_local.sparse_frames.SparseFrames`
     #: batches (it passes the frames to the network's forward only); others get them densified.
     sparse_input: ClassVar[bool] = False
@@ -107,6 +110,12 @@ class Learner(nn.Module):
     def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
         """Produce the update for one batch ``frames [B, T, N]``, ``labels [B]``."""
         raise NotImplementedError
+
+    def carried_state_bytes(self, network: "SpikingNetwork", frames: Tensor) -> int:
+        """Bytes a training step on ``frames`` keeps outside autograd: the state carried from one time step to
+        the next (neuron state, traces, blocks) and the accumulated updates. 0 for rules whose state autograd
+        saves (BPTT, FA); the cost analysis adds autograd's saved tensors to this."""
+        return 0
 
     def evaluate(self, module: "SpikingClassifier", frames: Tensor) -> "NetworkOutput":
         """Forward pass used for validation/test; default: the SNN itself."""

@@ -543,3 +543,8 @@ def fixed_uniform(shape: tuple[int, ...], fan_in: int, seed: int, like: Tensor) 
     bound = 1.0 / fan_in**0.5
     values = torch.rand(shape, generator=generator, dtype=torch.float64) * (2 * bound) - bound
     return values.to(device=like.device, dtype=like.dtype)
+
+
+def update_bytes(network: SpikingNetwork) -> int:
+    """Bytes of one accumulated update per parameter (what a trace rule adds up over the sequence)."""
+    return sum(p.numel() * p.element_size() for p in network.parameters())

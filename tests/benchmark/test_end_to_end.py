@@ -21,7 +21,7 @@ ANALYSES = {
     "fisher": {"epochs": [1], "num_samples": 4, "time_steps": [9]},
     "backdoor": {"poison_rates": [0.5], "pairs": 1},
     "cka": {"num_samples": 16, "architectures": ["ff"], "conversion": str(REPO / "configs/nmnist/conversion_ff.yaml")},
-    "cost": {"num_samples": 16},
+    "cost": {"num_samples": 16, "probe_batch": 4, "train_steps": 2, "probe_steps": [10, 20]},
 }
 
 
@@ -54,6 +54,7 @@ def test_tiny_benchmark_through_the_cli(tmp_path, capsys, tiny_digits):
     cost = main_ff["metrics"]["cost"]  # NeuroBench's metrics of the tested net, per sample
     assert cost["num_samples"] == 16 and 0 < cost["effective_acs"] < cost["dense_ops"] and cost["effective_macs"] == 0
     assert cost["footprint_bytes"] == 4 * (162 * 16 + 16 * 8 + 8 * 10)  # the 9x9x2-16-8-10 FF net in float32
+    assert cost["train_T"] == 10 and cost["train_memory_bytes"] > 0 and cost["memory_bytes_per_step"] > 0  # BPTT grows
     backdoor = next(r for r in runs if r["variant"].get("poison_rate") == 0.5)
     assert backdoor["metrics"]["backdoor"]["source"] == backdoor["variant"]["source"]
     assert 0 <= backdoor["metrics"]["backdoor"]["accuracy_under_attack"] <= 1  # Table V's first number
@@ -61,9 +62,9 @@ def test_tiny_benchmark_through_the_cli(tmp_path, capsys, tiny_digits):
     assert {e["reference"] for e in cka["metrics"]["cka"]} == {"conversion"}
 
     report = (tmp_path / "out" / "report" / "report.md").read_text()
-    for heading in ("Table III", "Table IV", "Table V", "Cost: inference per sample", "Figure 2", "Figure 3", "Figure 4"):
+    for heading in ("Table III", "Table IV", "Table V", "Cost: training memory", "Cost figure", "Figure 2", "Figure 3", "Figure 4"):
         assert heading in report
-    for png in ("fig2_cka", "fig3_adversarial_cka", "fig4_fisher"):
+    for png in ("fig2_cka", "fig3_adversarial_cka", "fig4_fisher", "cost_accuracy_vs_memory"):
         assert (tmp_path / "out" / "report" / f"{png}.png").stat().st_size > 1000
 
     code, out = benchmark(args, capsys)  # the same command again: nothing to run
