@@ -1,4 +1,4 @@
-"""Peak memory and step time of BPTT, FA, e-prop and DECOLLE against the sequence length T.
+"""Peak memory and step time of BPTT, FA, e-prop, DECOLLE and SLTT against the sequence length T.
 
 One step = the learner's training step, backward of its objective and an Adam
 step, on the N-MNIST FF net (2312-120-84-10) with random binary input (rate
@@ -9,8 +9,9 @@ step, on the N-MNIST FF net (2312-120-84-10) with random binary input (rate
   time step to the next outside autograd (e-prop/DECOLLE: neuron state,
   presynaptic traces and the accumulated updates, from
   :class:`~lightning_local.learners.traces.OnlineSimulation`, including the
-  first layer's 32-step input block; BPTT/FA keep their state in autograd's
-  saved tensors). Deterministic, allocator-independent.
+  first layer's 32-step input block; SLTT: one block of
+  :class:`~lightning_local.learners.traces.BlockSimulation` without traces;
+  BPTT/FA keep their state in autograd's saved tensors). Deterministic, allocator-independent.
   The input batch itself (``B x T x 2312``, the same for every rule) is not counted.
 * CUDA: ``torch.cuda.max_memory_allocated`` during the step minus what was
   allocated before it (weights, optimizer state, input batch).
@@ -42,8 +43,10 @@ from lightning_local.module import SpikingClassifier  # noqa: E402
 LEARNERS = {
     "bptt": "bptt", "fa": "fa", "eprop": "eprop", "decolle": "decolle",
     "eprop_step": {"class_path": "lightning_local.plugins.eprop.EProp", "init_args": {"schedule": "step"}},
+    "sltt": "sltt",
 }
-TRACE_RULES = ("eprop", "decolle")
+#: Rules that carry their state outside autograd; SLTT's blocks keep no presynaptic traces.
+ONLINE_RULES = ("eprop", "decolle", "sltt")
 
 
 def make_step(name: str, frames: torch.Tensor, labels: torch.Tensor, device: torch.device):
@@ -68,14 +71,17 @@ def carried_state_bytes(module: SpikingClassifier, frames: torch.Tensor) -> int:
     ``step`` schedule: neuron state, presynaptic traces and the first layer's block (copied
     input, currents and errors of ``BLOCK_STEPS`` steps) from :meth:`OnlineSimulation.state_nbytes`.
     ``block`` schedule: :meth:`BlockSimulation.state_nbytes` (carried neuron states, block
-    traces, one block of every layer's spikes and membranes, the copied input block).
+    traces, one block of every layer's spikes and membranes, the copied input block); SLTT: the
+    same without the traces.
     """
     learner = module.learner
-    if learner.name not in TRACE_RULES:
+    if learner.name not in ONLINE_RULES:
         return 0
     accumulators = sum(p.numel() * p.element_size() for p in module.network.parameters())
     batch, steps = frames.shape[:2]
     block = min(BLOCK_STEPS, steps)
+    if learner.name == "sltt":
+        return BlockSimulation(module.network, batch, frames, block=block, traces=False).state_nbytes() + accumulators
     if learner.name != "eprop" or learner.schedule == "step":
         return OnlineSimulation(module.network, batch, frames, block=block).state_nbytes() + accumulators
     return BlockSimulation(module.network, batch, frames, block=block).state_nbytes() + accumulators
