@@ -1,4 +1,4 @@
-"""Forward-in-time helpers shared by the trace-based learning rules (e-prop, DECOLLE).
+"""Forward-in-time helpers shared by the trace-based learning rules (e-prop, DECOLLE) and SLTT.
 
 With the detached reset, the LIF layer of :mod:`lightning_local.neurons.lif` is
 *linear* in its weights given its presynaptic spikes::
@@ -332,7 +332,7 @@ class BlockSimulation:
             self.own[l].accumulate(recurrent_update, error, self.previous[l], layer.recurrent)
 
     def state_nbytes(self) -> int:
-        """Bytes kept per block: carried neuron states, traces, one block of every layer's spikes,
+        """Bytes kept per block: carried neuron states, traces (if kept), one block of every layer's spikes,
         membranes (and shifted spikes, REC) and the copied input block."""
         size, batch = self.element_size, self.batch
         total = self.block * batch * self.layers[0].in_features * size
@@ -353,7 +353,7 @@ def _rows(x: Tensor) -> Tensor:
 class TaskReadout:
     """Task loss, logits and the exact output-layer update of a step-by-step simulation.
 
-    Shared by the trace rules (e-prop, DECOLLE). The loss is the network's
+    Shared by the online rules (e-prop, DECOLLE, SLTT). The loss is the network's
     training loss (:func:`~lightning_local.models.per_step_cross_entropy`),
     ``E = 1/N sum_{(t,b) targeted} CE(u_out^t, y_b^t)`` with ``N`` the number of
     targeted (step, sample) pairs (``T B`` for ``[B]`` labels); each step's error
