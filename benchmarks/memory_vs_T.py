@@ -1,4 +1,4 @@
-"""Peak memory and step time of BPTT, FA, e-prop, DECOLLE and OTTT against the sequence length T.
+"""Peak memory and step time of BPTT, FA, e-prop, DECOLLE, OTTT and SLTT against the sequence length T.
 
 One step = the learner's training step, backward of its objective and an Adam
 step, on the N-MNIST FF net (2312-120-84-10) with random binary input (rate
@@ -9,8 +9,9 @@ step, on the N-MNIST FF net (2312-120-84-10) with random binary input (rate
   time step to the next outside autograd (e-prop/DECOLLE/OTTT: neuron state,
   presynaptic traces and the accumulated updates, from
   :class:`~lightning_local.learners.traces.OnlineSimulation`, including the
-  first layer's 32-step input block; BPTT/FA keep their state in autograd's
-  saved tensors). Deterministic, allocator-independent.
+  first layer's 32-step input block; SLTT: one block of
+  :class:`~lightning_local.learners.traces.BlockSimulation` without traces;
+  BPTT/FA keep their state in autograd's saved tensors). Deterministic, allocator-independent.
   The input batch itself (``B x T x 2312``, the same for every rule) is not counted.
 * CUDA: ``torch.cuda.max_memory_allocated`` during the step minus what was
   allocated before it (weights, optimizer state, input batch).
@@ -44,6 +45,7 @@ LEARNERS = {
     "eprop_step": {"class_path": "lightning_local.plugins.eprop.EProp", "init_args": {"schedule": "step"}},
     "ottt": "ottt",
     "ottt_o": {"class_path": "lightning_local.plugins.ottt.OTTT", "init_args": {"variant": "O"}},
+    "sltt": "sltt",
 }
 
 

@@ -32,7 +32,7 @@ from lightning_local.data.base import EventDataModule
 from lightning_local.data.choices import ModelFacts, resolve_data_choices, runs_on_cpu
 from lightning_local.data.errors import DataArgumentError, DatasetNotFoundError, EventDataError
 from lightning_local.data.interface import SpikingDataModule
-from lightning_local.learners import Learner
+from lightning_local.learners import Learner, LearnerOptionError
 from lightning_local.learners.registry import LEARNER_GROUP, UnknownNameError, available
 from lightning_local.module import InvalidInputError, SpikingClassifier
 from lightning_local.runs import (
@@ -59,7 +59,7 @@ __all__ = ["USER_ERRORS", "LightningLocalCLI", "build_cli", "expand_short_names"
 
 DESCRIPTION = (
     "lightning-local: train and compare spiking neural networks (LIF neurons, feed-forward or recurrent) "
-    "under learning rules of different locality (BPTT, feedback alignment, e-prop, DECOLLE, ANN-to-SNN "
+    "under learning rules of different locality (BPTT, SLTT, feedback alignment, e-prop, DECOLLE, ANN-to-SNN "
     "conversion) on event-camera data, with PyTorch Lightning. Start with `lightning-local fit --help`; "
     "`lightning-local tune --help` searches a rule's hyper-parameters, `lightning-local benchmark --help` runs a grid."
 )
@@ -76,6 +76,7 @@ USER_ERRORS = (
     EventDataError,
     DataArgumentError,
     InvalidInputError,
+    LearnerOptionError,
     CommandLineError,
     CheckpointError,
     TrainerArgumentError,

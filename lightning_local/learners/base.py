@@ -27,6 +27,7 @@ group (see :mod:`lightning_local.learners.registry`).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Optional
@@ -71,12 +72,36 @@ class LearnerStep:
     objective: Optional[Tensor]
 
 
+class LearnerOptionError(ValueError):
+    """A learning rule's option is out of range: the ``ValueError`` its ``__init__`` raised (one line on the CLI)."""
+
+
 class Learner(nn.Module):
     """Base class of a learning rule (a plugin).
 
     Subclasses store every ``__init__`` argument under an attribute of the same
-    name, so :meth:`spec` can record how to rebuild them from a checkpoint.
+    name, so :meth:`spec` can record how to rebuild them from a checkpoint. A
+    ``ValueError`` raised by a subclass's ``__init__`` (a bad option) reaches the
+    caller as :class:`LearnerOptionError`, which the CLI prints as one line: the
+    CLI builds the learner from its ``class_path`` itself, so no other code could catch it.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)  # keeps the signature (spec, the CLI's arguments) via __wrapped__
+        def checked_init(self, *args: Any, **init_kwargs: Any) -> None:
+            try:
+                init(self, *args, **init_kwargs)
+            except LearnerOptionError:
+                raise
+            except ValueError as error:
+                raise LearnerOptionError(str(error)) from None
+
+        cls.__init__ = checked_init
 
     #: Short name under which the rule is registered (the entry-point name).
     name: ClassVar[str] = ""

@@ -1,4 +1,4 @@
-"""Forward-in-time helpers shared by the trace-based learning rules (e-prop, DECOLLE).
+"""Forward-in-time helpers shared by the trace-based learning rules (e-prop, DECOLLE) and SLTT.
 
 With the detached reset, the LIF layer of :mod:`lightning_local.neurons.lif` is
 *linear* in its weights given its presynaptic spikes::
@@ -285,10 +285,13 @@ class BlockSimulation:
             two-variable neuron. ``False``: one exponential filter with the membrane decay,
             ``z2^t = beta z2^{t-1} + x^t`` (``alpha = 0`` in the recursions above: OTTT's
             presynaptic trace, exact only for a neuron without synaptic-current memory).
+        traces: keep the presynaptic traces (needed by :meth:`accumulate`); ``False`` for rules
+            whose updates use the block's own inputs only (SLTT), which then skip their cost.
     """
 
     def __init__(
-        self, network: SpikingNetwork, batch: int, like: Tensor, block: int = BLOCK_STEPS, synaptic_filter: bool = True
+        self, network: SpikingNetwork, batch: int, like: Tensor, block: int = BLOCK_STEPS, synaptic_filter: bool = True,
+        traces: bool = True,
     ) -> None:
         self.layers = list(network.layers)
         self.batch, self.block, self.element_size = batch, block, like.element_size()
@@ -297,8 +300,11 @@ class BlockSimulation:
         def trace(shape, params) -> BlockInputTrace:
             return BlockInputTrace(batch, shape, like, params.alpha if synaptic_filter else 0.0, params.beta, block)
 
-        self.traces = [trace(layer.in_shape, layer.params) for layer in self.layers]
-        self.own = [trace(layer.out_shape, layer.params) if layer.recurrent is not None else None for layer in self.layers]
+        self.traces: Optional[list[BlockInputTrace]] = (
+            [trace(layer.in_shape, layer.params) for layer in self.layers] if traces else None)
+        self.own: Optional[list[Optional[BlockInputTrace]]] = (
+            [trace(layer.out_shape, layer.params) if layer.recurrent is not None else None for layer in self.layers]
+            if traces else None)
         #: Per layer, for the current block: its input rows ``[k * B, *in_shape]`` ((step, sample) order),
         #: spikes and membranes ``[k, B, *out_shape]``, and (REC) its own ``s^{t-1}`` rows.
         self.inputs: list[Tensor] = []
@@ -318,7 +324,7 @@ class BlockSimulation:
             spikes, mems, self.states[l] = lif_sequence_from(
                 layer.synapse.transmit(x), self.states[l], layer.params, layer.recurrent, backend=layer.backend
             )
-            shifted = torch.cat([before.unsqueeze(0).to(spikes.dtype), spikes[:-1]]) if self.own[l] is not None else None
+            shifted = torch.cat([before.unsqueeze(0).to(spikes.dtype), spikes[:-1]]) if layer.recurrent is not None else None
             self.previous.append(None if shifted is None else _rows(shifted))
             self.spikes.append(spikes)
             self.mems.append(mems)
@@ -329,20 +335,24 @@ class BlockSimulation:
 
         ``error`` is ``g = dE/du_l`` of the block, ``[k, B, *out_shape]``.
         """
+        if self.traces is None:
+            raise RuntimeError("BlockSimulation(traces=False) keeps no traces to accumulate an update with.")
         layer = self.layers[l]
         self.traces[l].accumulate(weight_update, error, self.inputs[l], layer.synapse)
         if self.own[l] is not None and recurrent_update is not None:
             self.own[l].accumulate(recurrent_update, error, self.previous[l], layer.recurrent)
 
     def state_nbytes(self) -> int:
-        """Bytes kept per block: carried neuron states, traces, one block of every layer's spikes,
+        """Bytes kept per block: carried neuron states, traces (if kept), one block of every layer's spikes,
         membranes (and shifted spikes, REC) and the copied input block."""
         size, batch = self.element_size, self.batch
         total = self.block * batch * self.layers[0].in_features * size
-        for layer, trace, own in zip(self.layers, self.traces, self.own):
+        for l, layer in enumerate(self.layers):
             neurons = layer.out_features
-            total += 3 * batch * neurons * size + self.block * batch * neurons * size * (3 if own is not None else 2)
-            total += trace.nbytes() + (own.nbytes() if own is not None else 0)
+            total += 3 * batch * neurons * size + self.block * batch * neurons * size * (3 if layer.recurrent is not None else 2)
+            if self.traces is not None:
+                own = self.own[l]
+                total += self.traces[l].nbytes() + (own.nbytes() if own is not None else 0)
         return total
 
 
@@ -354,7 +364,7 @@ def _rows(x: Tensor) -> Tensor:
 class TaskReadout:
     """Task loss, logits and the exact output-layer update of a step-by-step simulation.
 
-    Shared by the trace rules (e-prop, DECOLLE). The loss is the network's
+    Shared by the online rules (e-prop, DECOLLE, SLTT). The loss is the network's
     training loss (:func:`~lightning_local.models.per_step_cross_entropy`),
     ``E = 1/N sum_{(t,b) targeted} CE(u_out^t, y_b^t)`` with ``N`` the number of
     targeted (step, sample) pairs (``T B`` for ``[B]`` labels); each step's error
@@ -407,7 +417,7 @@ class TaskReadout:
 
     def step(self, sim: "OnlineSimulation", output_update: Tensor) -> Tensor:
         """Account this step of ``sim``: add the output layer's update, return ``delta^t``."""
-        delta = self._account(sim.mem[-1])
+        delta = self.account(sim.mem[-1])
         sim.layers[-1].synapse.weight_gradient(delta, sim.inputs[-1].z2, add_to=output_update)
         return delta
 
@@ -417,12 +427,16 @@ class TaskReadout:
         The block form of :meth:`step`: the same loss, logits and errors, and the output
         layer's update ``sum_t (delta^t)^T z2^t`` added to ``output_update``.
         """
-        delta = self._account(sim.mems[-1])
+        delta = self.account(sim.mems[-1])
         sim.accumulate(len(sim.layers) - 1, delta, output_update)
         return delta
 
-    def _account(self, u_out: Tensor) -> Tensor:
-        """Loss, logits and ``delta`` of the output membrane of one step ``[B, C]`` or of ``k`` steps ``[k, B, C]``."""
+    def account(self, u_out: Tensor) -> Tensor:
+        """Loss, logits and ``delta`` of the output membrane of one step ``[B, C]`` or of ``k`` steps ``[k, B, C]``.
+
+        For rules that form the output layer's update themselves (SLTT: from the block's inputs,
+        not from a trace); :meth:`step` and :meth:`block` call it and add the trace-based update.
+        """
         block = u_out.dim() == 3
         steps = u_out.shape[0] if block else 1
         if self.per_step:

@@ -30,6 +30,7 @@ EXTRAS = {
     "decolle_every4": {"class_path": learner_class_path("decolle"), "init_args": {"update_every": 4}},
     "decolle_offline": {"class_path": learner_class_path("decolle"), "init_args": {"online": False}},
     "ottt_online": {"class_path": learner_class_path("ottt"), "init_args": {"variant": "O"}},
+    "sltt_k": {"class_path": learner_class_path("sltt"), "init_args": {"k": 4}},  # its draw counter is a buffer
 }
 LEARNERS = {**{name: name for name in REGISTERED}, **EXTRAS}
 
@@ -102,7 +103,7 @@ def test_fit_test_checkpoint_resume(key, architecture, tmp_path):
 
 
 def test_the_registry_lists_the_built_in_learners():
-    assert {"bptt", "fa", "eprop", "decolle", "conversion", "ottt"} <= set(REGISTERED)
+    assert {"bptt", "fa", "eprop", "decolle", "conversion", "ottt", "sltt"} <= set(REGISTERED)
 
 
 @pytest.mark.parametrize("architecture", ["ff", "rec"])

@@ -1,11 +1,11 @@
-"""e-prop, DECOLLE and OTTT keep nothing of length T: saved-for-backward bytes do not grow with T (BPTT's do)."""
+"""e-prop, DECOLLE, OTTT and SLTT keep nothing of length T: saved-for-backward bytes do not grow with T (BPTT's do)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lightning_local.learners.traces import OnlineSimulation, blocks
+from lightning_local.learners.traces import BlockSimulation, OnlineSimulation, blocks
 from lightning_local.module import SpikingClassifier
 
 INPUTS, CLASSES, BATCH = 64, 10, 4
@@ -43,6 +43,8 @@ def saved_bytes_of_training_step(learner, architecture, steps):
     {"class_path": "lightning_local.plugins.decolle.Decolle", "init_args": {"online": False}},
     "ottt",  # OTTT_A
     {"class_path": "lightning_local.plugins.ottt.OTTT", "init_args": {"variant": "O"}},  # a step per time step
+    "sltt",
+    {"class_path": "lightning_local.plugins.sltt.SLTT", "init_args": {"k": 5}},
 ])
 def test_saved_bytes_do_not_grow_with_T(learner, architecture):
     short, long = (saved_bytes_of_training_step(learner, architecture, steps) for steps in (20, 160))
@@ -62,6 +64,15 @@ def test_carried_state_is_independent_of_T():
     like = torch.zeros(BATCH, 5, INPUTS)
     assert OnlineSimulation(module.network, BATCH, like).state_nbytes() == OnlineSimulation(
         module.network, BATCH, torch.zeros(BATCH, 500, INPUTS)).state_nbytes()
+
+
+@pytest.mark.parametrize("traces", [True, False])  # e-prop's block schedule; SLTT's (no traces)
+def test_block_state_is_independent_of_T(traces):
+    torch.manual_seed(0)
+    module = SpikingClassifier(INPUTS, CLASSES, architecture="rec", hidden_sizes=[32, 16])
+    nbytes = [BlockSimulation(module.network, BATCH, torch.zeros(BATCH, steps, INPUTS), traces=traces).state_nbytes()
+              for steps in (5, 500)]
+    assert nbytes[0] == nbytes[1]
 
 
 def test_blocks_cover_the_sequence_and_respect_update_boundaries():

@@ -17,6 +17,7 @@ from lightning_local.plugins.conversion import Conversion
 from lightning_local.plugins.decolle import Decolle
 from lightning_local.plugins.eprop import EProp
 from lightning_local.plugins.feedback_alignment import FeedbackAlignment
+from lightning_local.plugins.sltt import SLTT
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -152,9 +153,9 @@ def test_bptt_masked_frame_labels_equal_the_reference_gradient(architecture):
 
 def rule_updates(name, architecture, frames, labels):
     """Each rule's update of every parameter, by position."""
-    if name in ("eprop", "decolle"):
-        module = make_module(EProp() if name == "eprop" else Decolle(), architecture)
-        run = module.learner.compute_updates if name == "eprop" else module.learner.run
+    if name in ("eprop", "decolle", "sltt"):
+        module = make_module({"eprop": EProp, "decolle": Decolle, "sltt": SLTT}[name](), architecture)
+        run = module.learner.run if name == "decolle" else module.learner.compute_updates
         updates = by_id(run(module.network, frames, labels)[2])
     else:
         learner = {"bptt": BPTT(), "fa": FeedbackAlignment(), "dfa": FeedbackAlignment(direct=True)}[name]
@@ -163,7 +164,7 @@ def rule_updates(name, architecture, frames, labels):
     return [updates[id(p)] for p in parameters(module)]
 
 
-@pytest.mark.parametrize("name", ["bptt", "fa", "dfa", "eprop", "decolle"])
+@pytest.mark.parametrize("name", ["bptt", "fa", "dfa", "eprop", "decolle", "sltt"])
 def test_update_depends_on_the_mask_and_on_targeted_steps(name):
     frames, labels = frame_batch()
     masked = rule_updates(name, "rec", frames, labels)
@@ -178,7 +179,7 @@ def test_update_depends_on_the_mask_and_on_targeted_steps(name):
         assert not torch.allclose(a, b, rtol=1e-6, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["eprop", "decolle"])
+@pytest.mark.parametrize("name", ["eprop", "decolle", "sltt"])
 def test_online_rules_create_nothing_of_length_t_with_frame_labels(name):
     """No tensor of ``B x T x classes`` elements or more is created (BPTT's membrane alone is one)."""
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -201,7 +202,7 @@ def test_online_rules_create_nothing_of_length_t_with_frame_labels(name):
             return out
 
     def recorded(learner_name):
-        module = make_module({"eprop": EProp(), "decolle": Decolle(), "bptt": BPTT()}[learner_name], "rec")
+        module = make_module({"eprop": EProp(), "decolle": Decolle(), "sltt": SLTT(), "bptt": BPTT()}[learner_name], "rec")
         optimizer = torch.optim.SGD(module.parameters(), lr=1e-3)
         module.optimizers = lambda: optimizer  # online DECOLLE steps it within the sequence
         with LargeOutputs() as mode:
