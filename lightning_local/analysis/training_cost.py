@@ -72,6 +72,9 @@ def _sync(device: torch.device) -> None:
 def step_cost(module, frames: Tensor, labels: Tensor, repeats: int = 5, warmup: int = 2) -> dict[str, float]:
     """Memory (bytes) of one training step of ``module``'s rule on ``(frames, labels)`` and its time (ms, mean and
     sample std over ``repeats`` steps after ``warmup``), on a probe copy (:func:`probe_module`)."""
+    # a batch of its own: a slice of a larger batch shares that batch's storage, which the saved-tensor count
+    # would charge in full wherever autograd saves the input
+    frames, labels = frames.clone(), labels.clone()
     probe, step = probe_module(module)
     for _ in range(warmup):
         step(frames, labels)

@@ -56,3 +56,11 @@ def test_with_steps_repeats_frames_and_per_step_labels_along_time():
     assert longer.shape == (1, 7, 2) and torch.equal(longer[0, 3], frames[0, 0]) and labels.tolist() == [[0, 1, 2, 0, 1, 2, 0]]
     shorter, same = with_steps(frames, torch.tensor([1]), 2)
     assert torch.equal(shorter, frames[:, :2]) and same.tolist() == [1]
+
+
+def test_a_slice_of_a_larger_batch_costs_what_its_own_batch_costs():
+    frames, labels = batch()
+    big = torch.cat([frames] * 8)  # the probe takes the first examples of an evaluation batch
+    sliced = step_cost(module("bptt"), big[:4], labels, repeats=1, warmup=0)
+    own = step_cost(module("bptt"), frames, labels, repeats=1, warmup=0)
+    assert sliced["memory_bytes"] == own["memory_bytes"]
