@@ -59,8 +59,8 @@ __all__ = ["USER_ERRORS", "LightningLocalCLI", "build_cli", "expand_short_names"
 
 DESCRIPTION = (
     "lightning-local: train and compare spiking neural networks (LIF neurons, feed-forward or recurrent) "
-    "under learning rules of different locality (BPTT, SLTT, feedback alignment, e-prop, DECOLLE, ANN-to-SNN "
-    "conversion) on event-camera data, with PyTorch Lightning. Start with `lightning-local fit --help`; "
+    "under learning rules of different locality (installed: " + ", ".join(sorted(available(LEARNER_GROUP))) + ") "
+    "on event-camera data, with PyTorch Lightning. Start with `lightning-local fit --help`; "
     "`lightning-local tune --help` searches a rule's hyper-parameters, `lightning-local benchmark --help` runs a grid."
 )
 

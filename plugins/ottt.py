@@ -8,7 +8,9 @@ import torch
 from torch import Tensor
 
 from lightning_local.learners import NEURON_SPACE, Learner, LearnerStep, update_objective
-from lightning_local.learners.traces import BLOCK_STEPS, BlockSimulation, TaskReadout, blocks, optimizer_step, update_bytes
+from lightning_local.learners.traces import (
+    BLOCK_STEPS, BlockSimulation, TaskReadout, blocks, optimizer_step, same_step_errors, update_bytes,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from lightning_local.models import SpikingNetwork
@@ -90,15 +92,6 @@ class OTTT(Learner):
         """OTTT_O steps the optimizer itself."""
         return self.variant == "O"
 
-    @staticmethod
-    def spatial_errors(sim: BlockSimulation, delta: Tensor) -> list[Tensor]:
-        """``g_l = dL^t/du_l^t`` of every layer (output last) for the current block, through space only."""
-        errors = [delta]
-        for l in range(len(sim.layers) - 2, -1, -1):
-            signal = sim.layers[l + 1].synapse.backward(errors[0])
-            errors.insert(0, signal.mul_(sim.layers[l].params.pseudo_derivative(sim.mems[l])))
-        return errors
-
     @torch.no_grad()
     def run(self, network: "SpikingNetwork", frames: Tensor, labels: Tensor, apply=None):
         """Simulate the batch; return ``(loss, logits, [(param, update), ...])``.
@@ -118,7 +111,7 @@ class OTTT(Learner):
         for start, stop in blocks(steps, 1 if apply is not None else BLOCK_STEPS):
             sim.run_block(frames[:, start:stop])
             delta = task.block(sim, d_w[-1])  # adds the output layer's sum_t delta^t a^t
-            errors = self.spatial_errors(sim, delta)
+            errors = same_step_errors(sim.layers, sim.mems, delta)
             for l in range(len(layers) - 1):
                 sim.accumulate(l, errors[l], d_w[l], d_v[l])
             if apply is not None:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from lightning_local.learners import NEURON_SPACE, Learner, LearnerStep, update_objective
-from lightning_local.learners.traces import BLOCK_STEPS, BlockSimulation, TaskReadout, blocks, update_bytes
+from lightning_local.learners.traces import BLOCK_STEPS, BlockSimulation, TaskReadout, blocks, same_step_errors, update_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from lightning_local.models import SpikingNetwork
@@ -128,21 +128,17 @@ class SLTT(Learner):
 
     @staticmethod
     def _accumulate_block(sim: BlockSimulation, delta: Tensor, rows: Optional[Tensor], d_w, d_v) -> None:
-        """Add the block's same-step updates, top layer down; ``rows``: the block's steps to use (``None``: all)."""
+        """Add the block's same-step updates; ``rows``: the block's steps to use (``None``: all)."""
         pick = (lambda x: x) if rows is None else (lambda x: x.index_select(0, rows))  # noqa: E731
         batch = sim.batch
-        error = pick(delta)  # g_out = dE/du_out = dE/d(current): u^t = ... + iota^t, iota^t = ... + W x^t
-        for l in range(len(sim.layers) - 1, -1, -1):
-            layer = sim.layers[l]
+        # g_out = dE/du_out = dE/d(current) (u^t = ... + iota^t, iota^t = ... + W x^t), then down within each step
+        errors = same_step_errors(sim.layers, [pick(m) for m in sim.mems[:-1]], pick(delta))
+        for l, (layer, error) in enumerate(zip(sim.layers, errors)):
             # inputs/previous are (step, sample) rows [k * B, ...]: view them per step to pick the same steps.
-            inputs = pick(sim.inputs[l].view(-1, batch, *layer.in_shape))
-            layer.synapse.weight_gradient(error, inputs, add_to=d_w[l])
+            layer.synapse.weight_gradient(error, pick(sim.inputs[l].view(-1, batch, *layer.in_shape)), add_to=d_w[l])
             if d_v[l] is not None:
                 previous = pick(sim.previous[l].view(-1, batch, *layer.out_shape))
                 layer.recurrent.weight_gradient(error, previous, add_to=d_v[l])
-            if l > 0:  # the same-step spatial path down to the layer below, through its pseudo-derivative
-                below = sim.layers[l - 1]
-                error = layer.synapse.backward(error).mul_(below.params.pseudo_derivative(pick(sim.mems[l - 1])))
 
     def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
         loss, logits, updates = self.compute_updates(module.network, frames, labels)

@@ -49,7 +49,7 @@ from ..synapses import Synapse
 from .base import EvaluationAnalysis, ReportSection
 from .io import report, write_csv, write_json
 from .representations import all_reduce_sum, batches, evaluate, layer_names
-from .training_cost import cost_over_steps, step_cost
+from .training_cost import cost_over_steps
 
 CSV = "cost.csv"
 FIGURE_CSV = "cost_accuracy_vs_memory.csv"
@@ -99,6 +99,9 @@ def synapse_inputs(frames: Tensor, output: NetworkOutput, network: SpikingNetwor
     return out
 
 
+_SUMS = ("acs", "macs", "dense", "spikes", "activations", "membrane_updates")  # CostCounter's per-layer sums
+
+
 @dataclass
 class CostCounter:
     """Accumulates NeuroBench's workload metrics over evaluation batches (:meth:`update`), per layer."""
@@ -113,7 +116,7 @@ class CostCounter:
     membrane_updates: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        for name in ("acs", "macs", "dense", "spikes", "activations", "membrane_updates"):
+        for name in _SUMS:
             setattr(self, name, np.zeros(len(self.layers), dtype=np.float64))
 
     def update(self, network: SpikingNetwork, frames: Tensor, output: NetworkOutput) -> None:
@@ -130,15 +133,16 @@ class CostCounter:
         self.samples += frames.shape[0]
 
     def state(self) -> list[Tensor]:
-        """The sums as tensors (to add them over DDP processes)."""
-        return [torch.as_tensor(np.append(getattr(self, n), self.samples if n == "acs" else 0.0))
-                for n in ("acs", "macs", "dense", "spikes", "activations", "membrane_updates")]
+        """The sums as tensors ``[per-layer sums [6, L], samples [1]]`` (to add them over DDP processes)."""
+        sums = np.stack([getattr(self, name) for name in _SUMS])
+        return [torch.from_numpy(sums), torch.tensor([float(self.samples)], dtype=torch.float64)]
 
     def load(self, tensors: Sequence[Tensor]) -> None:
         """Take the sums back from :meth:`state`'s tensors (after they were added over processes)."""
-        for name, tensor in zip(("acs", "macs", "dense", "spikes", "activations", "membrane_updates"), tensors):
-            setattr(self, name, tensor[:-1].double().numpy())
-        self.samples = int(tensors[0][-1].item())
+        sums, samples = tensors
+        for name, row in zip(_SUMS, sums.double().numpy()):
+            setattr(self, name, row.copy())
+        self.samples = int(samples.item())
 
     def per_layer(self) -> pd.DataFrame:
         """Per layer and per sample: effective ACs / MACs, dense operations, activation sparsity, membrane updates."""
@@ -164,8 +168,8 @@ class Cost(EvaluationAnalysis):
 
     * **training** (on a probe copy of the module, so the run's weights stay as they are): memory of one
       training step and its time (mean ± std over ``train_steps`` steps after warm-up) on the first
-      ``probe_batch`` examples at the run's T, then at every T of ``probe_steps`` (the batch repeated along
-      time) with the least-squares slopes of memory and time over T (the paper's Table I, measured); see
+      ``probe_batch`` examples at the run's T and at every T of ``probe_steps`` (the batch repeated along
+      time; one measurement per T), with the least-squares slopes of memory and time over all of them (the paper's Table I, measured); see
       :mod:`lightning_local.analysis.training_cost`;
     * **inference**, NeuroBench's metrics of the evaluated network over the first ``num_samples`` examples
       (a conversion run: its converted SNN); see the module docstring.
@@ -208,7 +212,8 @@ class Cost(EvaluationAnalysis):
         with torch.no_grad():
             for frames, labels in batches(loader, pl_module.device, self.num_samples):
                 counter.update(network, frames, evaluate(pl_module, frames))
-                probe = probe or (frames[: self.probe_batch], labels[: self.probe_batch])
+                if probe is None:
+                    probe = frames[: self.probe_batch], labels[: self.probe_batch]
         state = counter.state()
         all_reduce_sum(trainer, state)
         counter.load(state)
@@ -217,8 +222,10 @@ class Cost(EvaluationAnalysis):
         steps = probe[0].shape[1]
         report(f"Cost probe ({stage}): {self.train_steps} training steps of batch {probe[0].shape[0]} at T = {steps}, "
                f"then at T = {', '.join(map(str, self.probe_steps)) or '(none)'}")
-        training = step_cost(pl_module, *probe, repeats=self.train_steps)
-        over_t, slopes = cost_over_steps(pl_module, *probe, self.probe_steps)
+        # one measurement per T, the run's own among them
+        over_t, slopes = cost_over_steps(pl_module, *probe, sorted({*self.probe_steps, steps}), repeats=self.train_steps,
+                                         warmup=2)
+        training = next({k: v for k, v in row.items() if k != "T"} for row in over_t if row["T"] == steps)
         if not trainer.is_global_zero:
             return
         totals = {**counter.totals(), "footprint_bytes": footprint_bytes(network),
@@ -263,7 +270,8 @@ class Cost(EvaluationAnalysis):
                                   "footprint (KiB)": [f"{v / 1024:.1f}" for v in part.footprint_bytes],
                                   "n": part.n.astype(int).tolist()})
             lines += [f"### {title(dataset)}", "", markdown(shown), ""]
-        figure = figure_section(cls.report_order + 1, "cost_accuracy_vs_memory", CAPTION, table, _plot, folder, FIGURE_CSV)
+        plotted = table[["dataset", "rule", "arch", "acc_mean", "acc_std", "memory_mb_mean", "memory_mb_std"]]
+        figure = figure_section(cls.report_order + 1, "cost_accuracy_vs_memory", CAPTION, plotted, _plot, folder, FIGURE_CSV)
         return [ReportSection(cls.report_order, lines, [CSV]), figure]
 
 

@@ -559,6 +559,16 @@ def fixed_uniform(shape: tuple[int, ...], fan_in: int, seed: int, like: Tensor) 
     return values.to(device=like.device, dtype=like.dtype)
 
 
+def same_step_errors(layers: Sequence, mems: Sequence[Tensor], delta: Tensor) -> list[Tensor]:
+    """``g_l = dL^t/du_l^t`` of every layer (output last) through space only, within each step (temporal paths cut,
+    as OTTT and SLTT do): the output error ``delta`` sent down through each synapse's ``backward`` and multiplied by
+    the pseudo-derivative of the layer below at its membranes ``mems[l]`` (one step or a block of steps)."""
+    errors = [delta]
+    for l in range(len(layers) - 2, -1, -1):
+        errors.insert(0, layers[l + 1].synapse.backward(errors[0]).mul_(layers[l].params.pseudo_derivative(mems[l])))
+    return errors
+
+
 def update_bytes(network: SpikingNetwork) -> int:
     """Bytes of one accumulated update per parameter (what a trace rule adds up over the sequence)."""
     return sum(p.numel() * p.element_size() for p in network.parameters())
