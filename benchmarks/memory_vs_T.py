@@ -1,4 +1,4 @@
-"""Peak memory and step time of BPTT, FA, e-prop, DECOLLE, OTTT and SLTT against the sequence length T.
+"""Peak memory and step time of every registered learning rule against the sequence length T.
 
 One step = the learner's training step, backward of its objective and an Adam
 step, on the N-MNIST FF net (2312-120-84-10) with random binary input (rate
@@ -36,16 +36,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import add_run_arguments, run_device, saved_tensor_bytes, sync, time_interleaved  # noqa: E402
 
 from lightning_local.files import atomic_write  # noqa: E402
+from lightning_local.learners import LEARNER_GROUP, available  # noqa: E402
 from lightning_local.module import SpikingClassifier  # noqa: E402
 
-#: Contender -> learner spec (``eprop``: its default ``block`` schedule; ``eprop_step``: the step-by-step one;
-#: ``ottt``: OTTT_A, ``ottt_o``: OTTT_O, an optimizer step every time step).
+#: Contender -> learner spec: every registered rule under its defaults (``eprop``: its ``block`` schedule,
+#: ``ottt``: OTTT_A), plus ``eprop_step`` (the step-by-step schedule) and ``ottt_o`` (OTTT_O, an optimizer
+#: step every time step).
 LEARNERS = {
-    "bptt": "bptt", "fa": "fa", "eprop": "eprop", "decolle": "decolle",
+    **{name: name for name in sorted(available(LEARNER_GROUP))},
     "eprop_step": {"class_path": "lightning_local.plugins.eprop.EProp", "init_args": {"schedule": "step"}},
-    "ottt": "ottt",
     "ottt_o": {"class_path": "lightning_local.plugins.ottt.OTTT", "init_args": {"variant": "O"}},
-    "sltt": "sltt",
 }
 
 

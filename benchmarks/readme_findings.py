@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from lightning_local.files import replace_marked_block
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_REPORT = REPO / "benchmarks" / "results" / "nmnist_small_ours" / "report.md"
 START, END = "<!-- findings:start -->", "<!-- findings:end -->"
@@ -32,11 +34,7 @@ def findings_body(report: str) -> str:
 
 def with_findings(readme: str, body: str) -> str:
     """``readme`` with ``body`` between the markers (everything else unchanged)."""
-    if readme.count(START) != 1 or readme.count(END) != 1 or readme.index(START) > readme.index(END):
-        raise ValueError(f"README needs one '{START}' followed by one '{END}'")
-    head, rest = readme.split(START)
-    _, tail = rest.split(END)
-    return f"{head}{START}\n{body}\n{END}{tail}"
+    return replace_marked_block(readme, START, END, body)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,7 +40,7 @@ def decolle_run(module: SpikingClassifier, frames: torch.Tensor, labels: torch.T
         if step_by_step:
             learner._scan_blocks = learner._step_blocks  # an instance attribute: this learner only
         try:
-            learner.run(module.network, frames, labels)
+            learner.updates(module.network, frames, labels)
         finally:
             learner.__dict__.pop("_scan_blocks", None)
 
@@ -67,7 +67,7 @@ def main() -> None:
         eprop = {name: module(EProp(schedule=name)) for name in ("block", "step")}
         decolle = module(Decolle(online=False))
         runs = {
-            **{f"eprop_{name}": (lambda m=m: m.learner.compute_updates(m.network, frames, labels)) for name, m in eprop.items()},
+            **{f"eprop_{name}": (lambda m=m: m.learner.updates(m.network, frames, labels)) for name, m in eprop.items()},
             "decolle_offline_block": decolle_run(decolle, frames, labels, step_by_step=False),
             "decolle_offline_step": decolle_run(decolle, frames, labels, step_by_step=True),
         }

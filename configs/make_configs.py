@@ -10,7 +10,9 @@ the CLI and checks the ``paper/`` files against Table VII.
   batch size and 100 epochs, for BPTT, e-prop and DECOLLE on N-MNIST, DVS Gesture
   and TIMIT. Where the paper is silent we keep our choices (Adam, the
   fast-sigmoid surrogate of slope 25, the membrane readout, T and downsampling
-  of the event data); see ``configs/README.md``.
+  of the event data); see ``configs/README.md``. A rule the paper does not cover
+  takes the row of the rule its class names in ``Learner.paper_row`` (OTTT, SLTT and
+  OSTL approximate BPTT's gradient: BPTT's row), so the paper presets can run it.
 * ``configs/<dataset>/<rule>_<arch>.yaml`` - **our** settings (tau_syn 5,
   tau_mem 10 steps, V_th 1, Adam 1e-3), one per installed learner of this
   project: the learner list comes from the entry-point registry and each
@@ -148,9 +150,20 @@ def our_config(dataset: str, learner: str, architecture: str) -> dict:
     }
 
 
-def paper_config(dataset: str, learner: str, architecture: str) -> dict:
-    """Table VII's settings for one run (our choices where the paper is silent)."""
-    alpha, beta, v_th, lr, batch_size, epochs = TABLE_VII[(dataset, learner, architecture)]
+def paper_rows() -> dict[tuple[str, str, str], str]:
+    """``(dataset, learner, arch)`` -> the Table VII rule whose row it takes: the paper's own rows, and the
+    rows of every registered learner that names one in ``Learner.paper_row``."""
+    rows = {key: key[1] for key in TABLE_VII}
+    for learner, path in project_learners().items():
+        row = learner_class(path).paper_row
+        rows.update({(dataset, learner, arch): row for dataset, rule, arch in TABLE_VII if row and rule == row})
+    return rows
+
+
+def paper_config(dataset: str, learner: str, architecture: str, row: str = "") -> dict:
+    """Table VII's settings for one run (our choices where the paper is silent); ``row``: the rule whose
+    row ``learner`` takes (default: its own)."""
+    alpha, beta, v_th, lr, batch_size, epochs = TABLE_VII[(dataset, row or learner, architecture)]
     model = {
         "architecture": architecture,
         "hidden_sizes": list(DATASETS[dataset]["hidden_sizes"]),
@@ -187,10 +200,12 @@ def all_configs() -> dict[Path, str]:
                 relative = f"{dataset}/{learner}_{arch}.yaml"
                 title = f"OUR settings (not Table VII): {dataset} / {learner} / {arch.upper()}"
                 configs[HERE / relative] = _render(our_config(dataset, learner, arch), title, relative)
-    for dataset, learner, arch in TABLE_VII:
+    for (dataset, learner, arch), row in paper_rows().items():
         relative = f"paper/{dataset}/{learner}_{arch}.yaml"
         title = f"The paper's Table VII: {dataset} / {learner} / {arch.upper()}"
-        configs[HERE / relative] = _render(paper_config(dataset, learner, arch), title, relative)
+        if row != learner:
+            title += f" (no row of its own: {row}'s)"
+        configs[HERE / relative] = _render(paper_config(dataset, learner, arch, row), title, relative)
     for learner in conv_learners():
         for arch in ARCHITECTURES:
             relative = f"{CONV_DATASET}/conv/{learner}_{arch}.yaml"
@@ -199,11 +214,18 @@ def all_configs() -> dict[Path, str]:
             if not steps_per_time_step(learner):
                 config["model"]["lr"] = OUR_CONV_LR
             configs[HERE / relative] = _render(config, title, relative)
-    for learner in TABLE_VI_RULES:
+    rows = paper_rows()
+    conv = conv_learners()
+    for learner in [*TABLE_VI_RULES, *(name for name in conv if name not in TABLE_VI_RULES)]:
         for arch in ARCHITECTURES:
+            row = rows.get((CONV_DATASET, learner, arch))
+            if row is None:
+                continue  # neither in Table VI nor taking a Table VII row
             relative = f"paper/{CONV_DATASET}/conv/{learner}_{arch}.yaml"
             title = f"The paper's conv net (Appendix A, Table VI) with Table VII's {CONV_DATASET} row: {learner} / {arch.upper()}"
-            configs[HERE / relative] = _render(as_conv(paper_config(CONV_DATASET, learner, arch)), title, relative)
+            if row != learner:
+                title += f" (no row of its own: {row}'s)"
+            configs[HERE / relative] = _render(as_conv(paper_config(CONV_DATASET, learner, arch, row)), title, relative)
     return configs
 
 

@@ -38,3 +38,15 @@ def _umask() -> int:
 def write_text_atomic(path: Union[str, Path], text: str) -> Path:
     """Atomically write ``text`` (UTF-8) to ``path``."""
     return atomic_write(path, lambda handle: handle.write(text))
+
+
+def replace_marked_block(text: str, start: str, end: str, body: str) -> str:
+    """``text`` with ``body`` between its one ``start`` marker and the ``end`` marker after it (all else unchanged).
+
+    For the README's generated blocks; raises ``ValueError`` when the markers are missing, repeated or out of order.
+    """
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise ValueError(f"README needs one '{start}' followed by one '{end}'")
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    return f"{head}{start}\n{body}\n{end}{tail}"

@@ -6,14 +6,14 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from lightning_local.learners import NEURON_SPACE, Learner, LearnerStep
+from lightning_local.learners import NEURON_SPACE, AutogradLearner
 from lightning_local.models import per_step_cross_entropy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lightning_local.module import SpikingClassifier
+    from lightning_local.models import SpikingNetwork
 
 
-class BPTT(Learner):
+class BPTT(AutogradLearner):
     """Exact gradient of the per-step cross-entropy through all layers and time steps.
 
     The network's fused LIF scan supplies the backward pass (surrogate spike
@@ -24,7 +24,7 @@ class BPTT(Learner):
     sparse_input = True  # the frames only meet the network's forward
     search_space = NEURON_SPACE
 
-    def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
-        output = module.network(frames)
+    def objective(self, network: "SpikingNetwork", frames: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        output = network(frames)
         loss = per_step_cross_entropy(output.output_membrane, labels)
-        return LearnerStep(loss=loss.detach(), logits=output.scores_for(labels).detach(), objective=loss)
+        return loss, output.scores_for(labels), loss

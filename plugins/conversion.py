@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal, Optional
 import torch
 from torch import Tensor
 
-from lightning_local.learners import NEURON_SPACE, Learner, LearnerStep
+from lightning_local.learners import NEURON_SPACE, AutogradLearner, LearnerStep
 from lightning_local.neurons import lif_sequence
 from lightning_local.models.ann import ann_activations
 
@@ -24,7 +24,7 @@ Neuron = Literal["if", "model"]
 AnnInput = Literal["counts", "rates"]
 
 
-class Conversion(Learner):
+class Conversion(AutogradLearner):
     r"""Train the rate-coded ReLU ANN of the same topology, evaluate it converted to the LIF SNN.
 
     **ANN.** Same layers as the SNN, bias-free, *sharing the SNN's weight
@@ -161,7 +161,7 @@ class Conversion(Learner):
 
     name = "conversion"
     memory_constant_in_T = True  # the ANN sees counts summed over T
-    linear_only = "its normalisation and IF readout are built and tested for dense layers; use bptt, decolle or fa."
+    linear_only = "its normalisation and IF readout are built and tested for dense layers."
     # The ANN is trained (lr, batch, output gain); the converted IF neurons take no decays or surrogate.
     search_space = {
         **{key: NEURON_SPACE[key] for key in ("model.lr", "model.output_init_gain", "data.init_args.batch_size")},
@@ -343,23 +343,27 @@ class Conversion(Learner):
 
     # ------------------------------------------------------------- training
     def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
-        self.check_labels(labels)
-        network = module.network
-        self.restore_ann(network)
-        inputs = self.ann_inputs(frames)
-        self._calibration.append((inputs.detach(), frames.shape[1]))
+        """The ANN's step (:meth:`objective`), keeping the batch for the normalisation (and rate balancing)."""
+        step = super().training_step(module, frames, labels)
+        self._calibration.append((self.ann_inputs(frames).detach(), frames.shape[1]))
         del self._calibration[: -self.calibration_batches]
         if self.balance == "rates":  # binary frames are kept as bool (1/4 of the memory)
             binary = bool(((frames == 0) | (frames == 1)).all())
             self._balance_frames.append(frames.detach().bool() if binary else frames.detach().clone())
             del self._balance_frames[: -self.balance_batches]
-        logits = self.ann_activations(network, inputs)[-1]
+        return step
+
+    def objective(self, network: "SpikingNetwork", frames: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The ReLU ANN's cross-entropy on :meth:`ann_inputs` (the network holds the ANN weights while it trains)."""
+        self.check_labels(labels)
+        self.restore_ann(network)
+        logits = self.ann_activations(network, self.ann_inputs(frames))[-1]
         loss = torch.nn.functional.cross_entropy(logits, labels)
         objective = loss
         for layer in network.layers:
             if layer.recurrent is not None:  # used with zero gradient, so DDP finds every parameter
                 objective = objective + 0.0 * layer.recurrent.weight.sum()
-        return LearnerStep(loss=loss.detach(), logits=logits.detach(), objective=objective)
+        return loss, logits, objective
 
     @staticmethod
     def check_labels(labels: Tensor) -> None:

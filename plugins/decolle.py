@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal, Optional
 import torch
 from torch import Tensor
 
-from lightning_local.learners import NEURON_SPACE, Learner, LearnerStep, update_objective
+from lightning_local.learners import NEURON_SPACE, BatchUpdates, Learner, LearnerStep
 from lightning_local.learners.traces import (
     BLOCK_STEPS,
     BlockSimulation,
@@ -277,10 +277,14 @@ class Decolle(Learner):
             sim.end_block(updates[0][0])
             yield stop
 
+    def updates(self, network: "SpikingNetwork", frames: Tensor, labels: Tensor) -> BatchUpdates:
+        """The batch's DECOLLE update with the weights held fixed (``online: false``'s one step; online
+        DECOLLE applies the same sum in ``T / update_every`` pieces, each as it accrues)."""
+        return BatchUpdates(*self.run(network, frames, labels))
+
     def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
         if not self.online:
-            loss, logits, updates = self.run(module.network, frames, labels)
-            return LearnerStep(loss=loss, logits=logits, objective=update_objective(updates))
+            return super().training_step(module, frames, labels)
         optimizer = module.optimizers()
         loss, logits, _ = self.run(module.network, frames, labels, apply=lambda updates: optimizer_step(optimizer, updates))
         return LearnerStep(loss=loss, logits=logits, objective=None)

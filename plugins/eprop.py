@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Literal, Optional
 import torch
 from torch import Tensor
 
-from lightning_local.learners import NEURON_SPACE, Learner, LearnerStep, update_objective
+from lightning_local.learners import NEURON_SPACE, BatchUpdates, Learner
 from lightning_local.learners.traces import (
     BLOCK_STEPS, BlockSimulation, OnlineSimulation, TaskReadout, blocks, fixed_uniform, single_thread, update_bytes,
+    update_pairs, zero_updates,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     from lightning_local.models import SpikingNetwork
-    from lightning_local.module import SpikingClassifier
 
 Feedback = Literal["symmetric", "random", "chained"]
 FEEDBACK_MODES = ("symmetric", "random", "chained")
@@ -121,7 +121,7 @@ class EProp(Learner):
 
     name = "eprop"
     memory_constant_in_T = True  # nothing of length T is kept
-    linear_only = "the paper limits e-prop to linear layers; train a convolutional network with bptt, decolle or fa."
+    linear_only = "the paper limits e-prop to linear layers."
     search_space = {**NEURON_SPACE, "learner.init_args.feedback": {"choices": ["symmetric", "random"]}}
 
     def __init__(self, feedback: Feedback = "symmetric", seed: int = 0, schedule: Schedule = "block") -> None:
@@ -177,21 +177,19 @@ class EProp(Learner):
             yield l, error
 
     @torch.no_grad()
-    def compute_updates(self, network: "SpikingNetwork", frames: Tensor, labels: Tensor):
+    def updates(self, network: "SpikingNetwork", frames: Tensor, labels: Tensor) -> BatchUpdates:
         """Simulate the batch forward in time and return ``(loss, logits, [(param, update), ...])``."""
         steps = frames.shape[1]
         layers = list(network.layers)
         readout = TaskReadout(labels, layers[-1].out_features, steps, frames)
-        d_w = [torch.zeros_like(layer.synapse.weight) for layer in layers]
-        d_v = [torch.zeros_like(layer.recurrent.weight) if layer.recurrent is not None else None for layer in layers]
+        d_w, d_v = zero_updates(layers)
         direct = self.direct_feedback(network)  # fixed for the batch: the weights change only after it
         if self.schedule == "block":
             self._block_updates(network, frames, readout, d_w, d_v, direct)
         else:
             self._step_updates(network, frames, readout, d_w, d_v, direct)
-        updates = [(layer.synapse.weight, d) for layer, d in zip(layers, d_w)]
-        updates += [(layer.recurrent.weight, d) for layer, d in zip(layers, d_v) if d is not None]
-        return readout.loss, readout.logits, updates
+        updates = update_pairs(layers, d_w, d_v)
+        return BatchUpdates(readout.loss, readout.logits, updates)
 
     def _step_updates(self, network, frames, readout, d_w, d_v, direct) -> None:
         """The ``step`` schedule: one simulation step at a time, state and traces O(batch x neurons)."""
@@ -222,7 +220,3 @@ class EProp(Learner):
             delta = readout.block(sim, d_w[-1])
             for l, error in self.hidden_errors(sim.layers, delta, sim.mems, direct):
                 sim.accumulate(l, error, d_w[l], d_v[l])
-
-    def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
-        loss, logits, updates = self.compute_updates(module.network, frames, labels)
-        return LearnerStep(loss=loss, logits=logits, objective=update_objective(updates))

@@ -8,13 +8,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from lightning_local.learners import NEURON_SPACE, Learner, LearnerStep
+from lightning_local.learners import NEURON_SPACE, AutogradLearner
 from lightning_local.learners.traces import fixed_uniform
 from lightning_local.models import NetworkOutput, per_step_cross_entropy
 
 if TYPE_CHECKING:  # pragma: no cover
     from lightning_local.models import SpikingNetwork
-    from lightning_local.module import SpikingClassifier
 
 
 def _detached_input(synapse):
@@ -22,7 +21,7 @@ def _detached_input(synapse):
     return lambda x: synapse(x.detach())
 
 
-class FeedbackAlignment(Learner):
+class FeedbackAlignment(AutogradLearner):
     r"""Feedback alignment through time (``direct=False``) or direct feedback alignment (``direct=True``).
 
     **FA** (``direct=False``). The forward pass is the network's own (the fused
@@ -102,12 +101,11 @@ class FeedbackAlignment(Learner):
         ]
         return network(frames, synapse_inputs=routes)
 
-    def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
-        network = module.network
+    def objective(self, network: "SpikingNetwork", frames: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if not self.direct:
             output = self.forward_fa(network, frames)
             loss = per_step_cross_entropy(output.output_membrane, labels)
-            return LearnerStep(loss=loss.detach(), logits=output.scores_for(labels).detach(), objective=loss)
+            return loss, output.scores_for(labels), loss
         # DFA: every layer sees a detached input; hidden layers get the projected output error.
         output = network(frames, synapse_inputs=[_detached_input(layer.synapse) for layer in network.layers])
         hidden, membrane = output.spikes[:-1], output.output_membrane
@@ -118,7 +116,7 @@ class FeedbackAlignment(Learner):
         for l, spikes in enumerate(hidden):
             injected = (delta @ self.feedback_matrix(l).t()).view_as(spikes)  # [T, B, *out_shape_l]
             objective = objective + (spikes * injected).sum()
-        return LearnerStep(loss=loss.detach(), logits=output.scores_for(labels).detach(), objective=objective)
+        return loss, output.scores_for(labels), objective
 
 
 class DirectFeedbackAlignment(FeedbackAlignment):

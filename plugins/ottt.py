@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
-from lightning_local.learners import NEURON_SPACE, Learner, LearnerStep, update_objective
+from lightning_local.learners import NEURON_SPACE, BatchUpdates, Learner, LearnerStep
 from lightning_local.learners.traces import (
-    BLOCK_STEPS, BlockSimulation, TaskReadout, blocks, optimizer_step, same_step_errors, update_bytes,
+    BLOCK_STEPS, BlockSimulation, TaskReadout, blocks, optimizer_step, same_step_errors, update_bytes, update_pairs,
+    zero_updates,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,6 +75,7 @@ class OTTT(Learner):
 
     name = "ottt"
     memory_constant_in_T = True  # nothing of length T is kept
+    paper_row = "bptt"  # an approximation of BPTT's gradient: Table VII's BPTT row in the paper presets
     search_space = {**NEURON_SPACE, "learner.init_args.variant": {"choices": list(VARIANTS)}}
 
     def __init__(self, variant: Variant = "A") -> None:
@@ -102,10 +104,8 @@ class OTTT(Learner):
         steps = frames.shape[1]
         layers = list(network.layers)
         task = TaskReadout(labels, layers[-1].out_features, steps, frames)
-        d_w = [torch.zeros_like(layer.synapse.weight) for layer in layers]
-        d_v = [torch.zeros_like(layer.recurrent.weight) if layer.recurrent is not None else None for layer in layers]
-        updates = [(layer.synapse.weight, d) for layer, d in zip(layers, d_w)]
-        updates += [(layer.recurrent.weight, d) for layer, d in zip(layers, d_v) if d is not None]
+        d_w, d_v = zero_updates(layers)
+        updates = update_pairs(layers, d_w, d_v)
         sim = BlockSimulation(network, frames.shape[0], frames, synaptic_filter=False)
         # OTTT_O: blocks of one step, so each step sees the weights of the previous step's update.
         for start, stop in blocks(steps, 1 if apply is not None else BLOCK_STEPS):
@@ -120,10 +120,13 @@ class OTTT(Learner):
                     d.zero_()
         return task.loss, task.logits, updates
 
+    def updates(self, network: "SpikingNetwork", frames: Tensor, labels: Tensor) -> BatchUpdates:
+        """OTTT_A's update of the batch (for ``"O"``: what the batch gives with no step in between)."""
+        return BatchUpdates(*self.run(network, frames, labels))
+
     def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
         if self.variant == "A":
-            loss, logits, updates = self.run(module.network, frames, labels)
-            return LearnerStep(loss=loss, logits=logits, objective=update_objective(updates))
+            return super().training_step(module, frames, labels)
         optimizer = module.optimizers()
         loss, logits, _ = self.run(module.network, frames, labels, apply=lambda updates: optimizer_step(optimizer, updates))
         return LearnerStep(loss=loss, logits=logits, objective=None)

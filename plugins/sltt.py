@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING, Optional
 import torch
 from torch import Tensor
 
-from lightning_local.learners import NEURON_SPACE, Learner, LearnerStep, update_objective
-from lightning_local.learners.traces import BLOCK_STEPS, BlockSimulation, TaskReadout, blocks, same_step_errors, update_bytes
+from lightning_local.learners import NEURON_SPACE, BatchUpdates, Learner
+from lightning_local.learners.traces import (
+    BLOCK_STEPS, BlockSimulation, TaskReadout, blocks, same_step_errors, update_bytes, update_pairs, zero_updates,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from lightning_local.models import SpikingNetwork
-    from lightning_local.module import SpikingClassifier
 
 
 class SLTT(Learner):
@@ -74,6 +75,7 @@ class SLTT(Learner):
 
     name = "sltt"
     memory_constant_in_T = True  # one block at a time, no traces
+    paper_row = "bptt"  # an approximation of BPTT's gradient: Table VII's BPTT row in the paper presets
     search_space = NEURON_SPACE
 
     def __init__(self, k: Optional[int] = None, seed: int = 0) -> None:
@@ -105,13 +107,12 @@ class SLTT(Learner):
         return chosen
 
     @torch.no_grad()
-    def compute_updates(self, network: "SpikingNetwork", frames: Tensor, labels: Tensor):
+    def updates(self, network: "SpikingNetwork", frames: Tensor, labels: Tensor) -> BatchUpdates:
         """Simulate the batch block by block and return ``(loss, logits, [(param, update), ...])``."""
         batch, steps = frames.shape[:2]
         layers = list(network.layers)
         readout = TaskReadout(labels, layers[-1].out_features, steps, frames)
-        d_w = [torch.zeros_like(layer.synapse.weight) for layer in layers]
-        d_v = [torch.zeros_like(layer.recurrent.weight) if layer.recurrent is not None else None for layer in layers]
+        d_w, d_v = zero_updates(layers)
         chosen = self._draw(steps)
         selected = None if chosen is None else torch.zeros(steps, dtype=torch.bool).index_fill_(0, chosen, True)
         sim = BlockSimulation(network, batch, frames, traces=False)
@@ -122,9 +123,8 @@ class SLTT(Learner):
             if rows is not None and rows.numel() == 0:
                 continue
             self._accumulate_block(sim, delta, rows, d_w, d_v)
-        updates = [(layer.synapse.weight, d) for layer, d in zip(layers, d_w)]
-        updates += [(layer.recurrent.weight, d) for layer, d in zip(layers, d_v) if d is not None]
-        return readout.loss, readout.logits, updates
+        updates = update_pairs(layers, d_w, d_v)
+        return BatchUpdates(readout.loss, readout.logits, updates)
 
     @staticmethod
     def _accumulate_block(sim: BlockSimulation, delta: Tensor, rows: Optional[Tensor], d_w, d_v) -> None:
@@ -139,7 +139,3 @@ class SLTT(Learner):
             if d_v[l] is not None:
                 previous = pick(sim.previous[l].view(-1, batch, *layer.out_shape))
                 layer.recurrent.weight_gradient(error, previous, add_to=d_v[l])
-
-    def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
-        loss, logits, updates = self.compute_updates(module.network, frames, labels)
-        return LearnerStep(loss=loss, logits=logits, objective=update_objective(updates))

@@ -86,7 +86,7 @@ MIN_PAIRS = 3
 HIGH_EPS = 0.02
 LOW_RATES = (0.1, 0.3)
 RATIO_BOUNDS = (0.5, 2.0)
-RULES = ("bptt", "eprop", "decolle")  # in the paper's order of accuracy (and of locality)
+RULES = ("bptt", "eprop", "decolle")  # the rules the paper makes claims about, in its order of accuracy (and of locality)
 LOCAL_RULES = ("eprop", "decolle")
 COLUMNS = ["finding", "statement", "dataset", "setting", "unit", "mean", "std", "n", "p_value", "paper",
            "verdict", "reason", "detail"]

@@ -1,10 +1,12 @@
 """Learner plugin interface and discovery."""
 
-from .base import NEURON_SPACE, Learner, LearnerOptionError, LearnerStep, update_objective
-from .registry import LEARNER_GROUP, UnknownNameError, available, build_learner, learner_class_path
+from .base import NEURON_SPACE, AutogradLearner, BatchUpdates, Learner, LearnerOptionError, LearnerStep, update_objective
+from .registry import LEARNER_GROUP, UnknownNameError, available, build_learner, learner_class, learner_class_path
 
 __all__ = [
     "NEURON_SPACE",
+    "AutogradLearner",
+    "BatchUpdates",
     "Learner",
     "LearnerOptionError",
     "LearnerStep",
@@ -13,5 +15,6 @@ __all__ = [
     "UnknownNameError",
     "available",
     "build_learner",
+    "learner_class",
     "learner_class_path",
 ]

@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
@@ -72,6 +72,21 @@ class LearnerStep:
     objective: Optional[Tensor]
 
 
+class BatchUpdates(NamedTuple):
+    """A rule's update of one batch with the weights held fixed (what one optimizer step descends).
+
+    Attributes:
+        loss: the task loss on the batch (detached).
+        logits: class scores (or, for ``[B, T]`` labels, per-step predictions), detached.
+        updates: ``(parameter, update)`` pairs; an optimizer step moves each parameter against its update,
+            as against a gradient (for BPTT the update *is* the gradient).
+    """
+
+    loss: Tensor
+    logits: Tensor
+    updates: list[tuple[nn.Parameter, Tensor]]
+
+
 class LearnerOptionError(ValueError):
     """A learning rule's option is out of range: the ``ValueError`` its ``__init__`` raised (one line on the CLI)."""
 
@@ -110,11 +125,15 @@ class Learner(nn.Module):
     #: True when the rule's *default* options step the optimizer at every time step (online
     #: DECOLLE): our configs then give it the learning rate divided by T (configs/make_configs.py).
     steps_per_time_step: ClassVar[bool] = False
-    #: Non-empty when the rule trains fully connected networks only: the reason, in one sentence.
+    #: Non-empty when the rule trains fully connected networks only: the reason, in one sentence (the refusal
+    #: adds the installed rules that do train convolutional networks).
     linear_only: ClassVar[str] = ""
     #: True when a training step's memory does not grow with the sequence length T (nothing of length T is
     #: kept: online rules); the cost analysis's tests hold every rule to what it declares.
     memory_constant_in_T: ClassVar[bool] = False
+    #: For a rule the paper does not cover: the paper's rule whose Table VII row (``../shared/PAPER.md``) its
+    #: paper-preset configs take (``configs/paper/``). Empty: no paper configs (or, for the paper's rules, its own row).
+    paper_row: ClassVar[str] = ""
     #: True when :meth:`training_step` takes :class:`~lightning_local.sparse_frames.SparseFrames`
     #: batches (it passes the frames to the network's forward only); others get them densified.
     sparse_input: ClassVar[bool] = False
@@ -127,14 +146,24 @@ class Learner(nn.Module):
     def check_network(self, network: "SpikingNetwork") -> None:
         """Refuse a network this rule cannot train (called before :meth:`attach`)."""
         if self.linear_only and not network.is_dense:
-            raise ValueError(f"{self.name or type(self).__name__} trains fully connected networks only: {self.linear_only}")
+            raise ValueError(f"{self.name or type(self).__name__} trains fully connected networks only: {self.linear_only} "
+                             f"Rules that train convolutional networks: {', '.join(conv_rules())}.")
 
     def attach(self, network: "SpikingNetwork") -> None:
         """Called once the network exists: create feedback matrices, traces, ... here."""
 
-    def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
-        """Produce the update for one batch ``frames [B, T, N]``, ``labels [B]``."""
+    def updates(self, network: "SpikingNetwork", frames: Tensor, labels: Tensor) -> BatchUpdates:
+        """The rule's update of every weight it trains for one batch ``frames [B, T, ...]``, ``labels [B]``
+        (or ``[B, T]``), with the weights held fixed: the one way a rule computes its updates.
+
+        Rules that step the optimizer within a sequence (online DECOLLE, OTTT_O) return what the
+        batch would give with no step in between (their per-batch variant)."""
         raise NotImplementedError
+
+    def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
+        """Produce the update for one batch; default: :meth:`updates` as :func:`update_objective`."""
+        loss, logits, updates = self.updates(module.network, frames, labels)
+        return LearnerStep(loss=loss, logits=logits, objective=update_objective(updates))
 
     def carried_state_bytes(self, network: "SpikingNetwork", frames: Tensor) -> int:
         """Bytes a training step on ``frames`` keeps outside autograd: the state carried from one time step to
@@ -179,6 +208,36 @@ class Learner(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.spec()["init_args"].items())
+
+
+class AutogradLearner(Learner):
+    """A rule whose update is the gradient of a differentiable objective (BPTT, feedback alignment, conversion's ANN).
+
+    Subclasses implement :meth:`objective`; :meth:`training_step` hands it to Lightning's backward and
+    :meth:`updates` takes its gradient with autograd.
+    """
+
+    def objective(self, network: "SpikingNetwork", frames: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(task loss, logits, the tensor whose gradient is the update)``, all attached to the graph."""
+        raise NotImplementedError
+
+    def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
+        loss, logits, objective = self.objective(module.network, frames, labels)
+        return LearnerStep(loss=loss.detach(), logits=logits.detach(), objective=objective)
+
+    def updates(self, network: "SpikingNetwork", frames: Tensor, labels: Tensor) -> BatchUpdates:
+        loss, logits, objective = self.objective(network, frames, labels)
+        params = [p for p in network.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(objective, params, allow_unused=True)
+        pairs = [(p, torch.zeros_like(p) if g is None else g) for p, g in zip(params, grads)]
+        return BatchUpdates(loss.detach(), logits.detach(), pairs)
+
+
+def conv_rules() -> list[str]:
+    """Short names of the installed rules that train convolutional networks (``linear_only`` empty)."""
+    from .registry import LEARNER_GROUP, available, learner_class
+
+    return [name for name in sorted(available(LEARNER_GROUP)) if not learner_class(name).linear_only]
 
 
 def update_objective(updates: Iterable[tuple[nn.Parameter, Tensor]]) -> Tensor:

@@ -44,19 +44,23 @@ def learner_class_path(name: str) -> str:
     return class_path(LEARNER_GROUP, name, "learner")
 
 
-def build_learner(value: Any) -> Any:
-    """A :class:`Learner` from an instance, a short name or a ``{"class_path", "init_args"}`` dict."""
+def learner_class(name: str) -> type:
+    """The learner class registered as ``name`` (or named by a dotted class path), without building one."""
     from importlib import import_module
 
+    path = name if "." in name else learner_class_path(name)
+    module, _, attr = path.rpartition(".")
+    return getattr(import_module(module), attr)
+
+
+def build_learner(value: Any) -> Any:
+    """A :class:`Learner` from an instance, a short name or a ``{"class_path", "init_args"}`` dict."""
     from .base import Learner
 
     if isinstance(value, Learner):
         return value
     if isinstance(value, str):
-        path = value if "." in value else learner_class_path(value)
-        value = {"class_path": path, "init_args": {}}
+        value = {"class_path": value, "init_args": {}}
     if isinstance(value, dict) and "class_path" in value:
-        module, _, attr = value["class_path"].rpartition(".")
-        cls = getattr(import_module(module), attr)
-        return cls(**value.get("init_args", {}))
+        return learner_class(value["class_path"])(**value.get("init_args", {}))
     raise TypeError(f"Cannot build a learner from {value!r}: pass a Learner, a registered name or a class_path dict.")

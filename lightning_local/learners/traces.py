@@ -569,6 +569,19 @@ def same_step_errors(layers: Sequence, mems: Sequence[Tensor], delta: Tensor) ->
     return errors
 
 
+def zero_updates(layers: Sequence) -> tuple[list[Tensor], list[Optional[Tensor]]]:
+    """Zeroed accumulators of a trace rule's updates: one per ``W_l``, and one per ``V_l`` (``None`` for FF layers)."""
+    d_w = [torch.zeros_like(layer.synapse.weight) for layer in layers]
+    d_v = [torch.zeros_like(layer.recurrent.weight) if layer.recurrent is not None else None for layer in layers]
+    return d_w, d_v
+
+
+def update_pairs(layers: Sequence, d_w: Sequence[Tensor], d_v: Sequence[Optional[Tensor]]) -> list[tuple[Tensor, Tensor]]:
+    """``(parameter, update)`` pairs of :func:`zero_updates`' accumulators: every ``W_l``, then every ``V_l``."""
+    pairs = [(layer.synapse.weight, d) for layer, d in zip(layers, d_w)]
+    return pairs + [(layer.recurrent.weight, d) for layer, d in zip(layers, d_v) if d is not None]
+
+
 def update_bytes(network: SpikingNetwork) -> int:
     """Bytes of one accumulated update per parameter (what a trace rule adds up over the sequence)."""
     return sum(p.numel() * p.element_size() for p in network.parameters())

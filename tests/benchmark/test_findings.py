@@ -127,7 +127,7 @@ def test_judge_rules():
 def fgsm_runs() -> tuple[list[dict], dict]:
     rng = np.random.default_rng(1)
     truth, rows = {}, []
-    for rule in ("bptt", "eprop", "decolle"):
+    for rule in fd.RULES:
         for arch in ("ff", "rec"):
             for seed in SEEDS:
                 fgsm = {"0": 0.9, **{f"{e:g}": float(rng.uniform()) for e in (0.01, 0.02, 0.05)}}
@@ -170,7 +170,7 @@ def backdoor_runs(rates, asr) -> list[dict]:
     """Backdoor runs of every rule and arch, pair 0-3, ASR = asr(rule, arch, pair, rate)."""
     return [run(rule, arch, pair % 2, poison_rate=rate, pair=pair, metrics={"test_acc": 0.9, "backdoor": {
                 "attack_success_rate": asr(rule, arch, pair, rate), "clean_accuracy": 0.9, "source": pair, "target": 9}})
-            for rule in ("bptt", "eprop", "decolle") for arch in ("ff", "rec") for pair in range(4) for rate in rates]
+            for rule in fd.RULES for arch in ("ff", "rec") for pair in range(4) for rate in rates]
 
 
 def test_backdoor_findings_pair_by_pair_and_rate():
@@ -201,7 +201,7 @@ def analysis_runs(tmp_path) -> tuple[list[dict], dict]:
     """Training runs with adversarial-CKA and Fisher CSVs on disk, and CKA test runs, of bptt/eprop/decolle."""
     rng = np.random.default_rng(2)
     rows, truth = [], {}
-    for rule in ("bptt", "eprop", "decolle"):
+    for rule in fd.RULES:
         for arch in ("ff", "rec"):
             for seed in SEEDS:
                 folder = tmp_path / f"{rule}-{arch}-{seed}"
@@ -264,7 +264,7 @@ def test_figure_findings_from_the_csvs(tmp_path):
 
     # Figure 2: same-layer CKA with conversion minus between direct rules, per seed
     def far(arch, seed):
-        same = [e for rule in ("bptt", "eprop", "decolle") for e in truth[("cka", rule, arch, seed)]
+        same = [e for rule in fd.RULES for e in truth[("cka", rule, arch, seed)]
                 if e["model_layer"] == e["reference_layer"]]
         return (np.mean([e["cka"] for e in same if e["reference"] == "conversion"])
                 - np.mean([e["cka"] for e in same if e["reference"] != "conversion"]))

@@ -57,12 +57,23 @@ def test_committed_configs_match_the_tables():
         assert path.read_text() == text, f"{path} is stale: run `python configs/make_configs.py`"
 
 
-@pytest.mark.parametrize("row", PAPER_ROWS, ids=lambda r: "/".join(r[:3]))
-def test_paper_config_holds_table_vii(row):
-    dataset, rule, arch, a, b, v_th, lr, batch, epochs = row
+# Rules the paper does not cover run in the paper presets at the row their class names (Learner.paper_row).
+BORROWED = {name: make_configs.learner_class(path).paper_row for name, path in make_configs.project_learners().items()
+            if make_configs.learner_class(path).paper_row}
+PAPER_CONFIGS = [(row, rule) for row in PAPER_ROWS for rule in [row[1], *(n for n, r in BORROWED.items() if r == row[1])]]
+
+
+def test_the_rules_beyond_the_paper_borrow_bptts_row():
+    assert {"ottt": "bptt", "sltt": "bptt", "ostl": "bptt"}.items() <= BORROWED.items()
+
+
+@pytest.mark.parametrize("row, rule", PAPER_CONFIGS, ids=lambda r: "/".join(r[:3]) if isinstance(r, list) else r)
+def test_paper_config_holds_table_vii(row, rule):
+    dataset, row_rule, arch, a, b, v_th, lr, batch, epochs = row
     config = yaml.safe_load((CONFIGS / "paper" / dataset / f"{rule}_{arch}.yaml").read_text())
     model = config["model"]
-    assert config["learner"]["class_path"].endswith("." + LEARNER_CLASSES[rule])
+    expected_class = LEARNER_CLASSES.get(rule) or make_configs.project_learners()[rule].rpartition(".")[2]
+    assert config["learner"]["class_path"].endswith("." + expected_class)
     assert model["architecture"] == arch and model["hidden_sizes"] == HIDDEN[dataset]
     assert (model["alpha"], model["beta"], model["v_th"], model["lr"]) == (float(a), float(b), float(v_th), float(lr))
     assert "tau_syn" not in model and "tau_mem" not in model
@@ -70,9 +81,11 @@ def test_paper_config_holds_table_vii(row):
     assert config["trainer"]["max_epochs"] == int(epochs)
 
 
-def test_exactly_the_18_paper_configs():
+def test_exactly_the_paper_configs():
+    """The 18 of Table VII, and the same rows for the rules that borrow one: nothing else."""
     paper = {(p.parent.name, p.stem) for p in GENERATED if p.parent.parent.name == "paper"}
-    assert paper == {(d, f"{r}_{a}") for d, r, a, *_ in PAPER_ROWS}
+    assert paper == {(row[0], f"{rule}_{row[2]}") for row, rule in PAPER_CONFIGS}
+    assert len([1 for row, rule in PAPER_CONFIGS if row[1] == rule]) == 18
 
 
 def test_every_registered_learner_has_our_configs():
@@ -87,15 +100,25 @@ def test_every_registered_learner_has_our_configs():
 APPENDIX_A = {"synapse": "conv", "channels": [64, 128, 128], "kernel_size": 7, "stride": 1, "padding": 1}
 
 
-@pytest.mark.parametrize("row", [r for r in PAPER_ROWS if r[0] == "dvsgesture" and r[1] in ("bptt", "decolle")],
-                         ids=lambda r: "/".join(r[1:3]))
-def test_paper_conv_configs_hold_appendix_a_with_table_vii_constants(row):
-    _, rule, arch, a, b, v_th, lr, batch, epochs = row
+CONV_LEARNERS = make_configs.conv_learners()
+PAPER_CONV = [(row, rule) for row, rule in PAPER_CONFIGS
+              if row[0] == "dvsgesture" and (rule in ("bptt", "decolle") or (rule in BORROWED and rule in CONV_LEARNERS))]
+
+
+@pytest.mark.parametrize("row, rule", PAPER_CONV, ids=lambda r: "/".join(r[1:3]) if isinstance(r, list) else r)
+def test_paper_conv_configs_hold_appendix_a_with_table_vii_constants(row, rule):
+    _, _, arch, a, b, v_th, lr, batch, epochs = row
     config = yaml.safe_load((CONFIGS / "paper" / "dvsgesture" / "conv" / f"{rule}_{arch}.yaml").read_text())
     model = config["model"]
     assert {key: model[key] for key in APPENDIX_A} == APPENDIX_A and "hidden_sizes" not in model
     assert (model["architecture"], model["alpha"], model["beta"], model["v_th"], model["lr"]) == (arch, float(a), float(b), float(v_th), float(lr))
     assert config["data"]["init_args"]["layout"] == "image" and config["data"]["init_args"]["batch_size"] == int(batch)
+
+
+def test_paper_conv_configs_are_table_vi_and_the_borrowing_conv_rules():
+    conv = {p.stem for p in GENERATED if p.parent.name == "conv" and p.parent.parent.parent.name == "paper"}
+    assert conv == {f"{rule}_{row[2]}" for row, rule in PAPER_CONV}
+    assert not any(p.stem.startswith("ostl_") for p in GENERATED if p.parent.name == "conv")  # OSTL is dense only
 
 
 def test_every_registered_learner_that_trains_conv_nets_has_conv_configs():

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_local.learners import LEARNER_GROUP, available
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tests" / "support" / "ddp_train.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "tests")}
@@ -50,11 +52,11 @@ def test_cli_ddp_trains_and_ranks_agree(sparse_input, nmnist_small, tmp_path):
         assert not torch.equal(rank0[name], start[name]), f"{name} never trained"
 
 
-# Built-in learners whose DDP update must equal one process's on the global batch.
-LEARNERS = ["bptt", "fa", "eprop", "decolle"]
 # Conversion's data-based normalisation averages per-rank percentiles, which is not
 # the percentile of the global batch: its ranks must agree, not match one process.
 RANKS_AGREE_ONLY = ["conversion"]
+# Every other registered learner: its DDP update must equal one process's on the global batch.
+LEARNERS = [name for name in sorted(available(LEARNER_GROUP)) if name not in RANKS_AGREE_ONLY]
 ARCHITECTURES = ["ff", "rec"]
 
 

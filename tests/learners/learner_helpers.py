@@ -42,11 +42,12 @@ def parameters(module):
 
 
 def learner_grads(module, frames, labels):
-    """The learner's step on one batch and the gradient its objective gives every weight (by ``id``)."""
-    module.zero_grad()
-    step = module.learner.training_step(module, frames, labels)
-    step.objective.backward()
-    return step, {id(p): p.grad.clone() for p in parameters(module)}
+    """The learner's :meth:`~lightning_local.learners.Learner.updates` of one batch (loss, logits, pairs) and its
+    update of every weight (by ``id``): the one way every rule's tests read a rule's update."""
+    result = module.learner.updates(module.network, frames, labels)
+    ours = {id(p): d.detach().clone() for p, d in result.updates}
+    assert set(ours) >= {id(p) for p in parameters(module)}, "the rule left a trained weight without an update"
+    return result, ours
 
 
 def bptt_grads(module, frames, labels):

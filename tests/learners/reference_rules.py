@@ -43,8 +43,11 @@ def fa_projection(x, weight, feedback, synapse):
     return project(x.detach(), weight, synapse) + (through_b - through_b.detach())
 
 
-def layer_step(layer, x, prev, *, detach_input=False, detach_history=False, detach_recurrent=False, feedback=None):
-    """One LIF step with the requested cuts; ``prev = (syn, mem, spk)``."""
+def layer_step(
+    layer, x, prev, *, detach_input=False, detach_history=False, detach_recurrent=False, feedback=None, detach_reset=True
+):
+    """One LIF step with the requested cuts; ``prev = (syn, mem, spk)``. The reset is detached, as in the
+    network, unless ``detach_reset=False`` (OSTL's differentiable reset)."""
     params = layer.params
     syn, mem, spk = prev
     if detach_history:
@@ -57,7 +60,7 @@ def layer_step(layer, x, prev, *, detach_input=False, detach_history=False, deta
     if layer.recurrent is not None:
         rec_in = spk.detach() if detach_recurrent else spk
         new_syn = new_syn + project(rec_in, layer.recurrent.weight, layer.recurrent)
-    new_mem = params.beta * mem + new_syn - params.v_th * spk.detach()
+    new_mem = params.beta * mem + new_syn - params.v_th * (spk.detach() if detach_reset else spk)
     return new_syn, new_mem, Spike.apply(new_mem, params)
 
 

@@ -62,7 +62,7 @@ def test_decolle_on_conv_equals_autograd_with_local_stop_gradients(float64, arch
     learner = module.learner
     assert [pool.size for pool in learner.pools] == [(4, 4), (4, 4)]
     assert learner.readout_matrix(1).shape == (CLASSES, 4 * 4 * 4)
-    _, _, updates = learner.run(module.network, frames, labels)
+    _, _, updates = learner.updates(module.network, frames, labels)
     ours = {id(p): d for p, d in updates}
     reference = decolle_reference(
         module.network, frames, labels, [learner.readout_matrix(l) for l in range(2)], readout,

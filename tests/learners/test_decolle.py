@@ -12,7 +12,7 @@ pytestmark = pytest.mark.usefixtures("float64")
 
 
 def decolle_updates(module, frames, labels):
-    _, _, updates = module.learner.run(module.network, frames, labels)
+    _, _, updates = module.learner.updates(module.network, frames, labels)
     return {id(p): d.clone() for p, d in updates}
 
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.usefixtures("float64")
 
 
 def eprop_updates(module, frames, labels):
-    _, _, updates = module.learner.compute_updates(module.network, frames, labels)
+    _, _, updates = module.learner.updates(module.network, frames, labels)
     return {id(p): d for p, d in updates}
 
 

@@ -1,10 +1,12 @@
-"""e-prop, DECOLLE, OTTT and SLTT keep nothing of length T: saved-for-backward bytes do not grow with T (BPTT's do)."""
+"""Every rule that declares ``memory_constant_in_T`` keeps nothing of length T: saved-for-backward bytes do not grow
+with T (BPTT's do)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from lightning_local.learners import LEARNER_GROUP, available, learner_class
 from lightning_local.learners.traces import BlockSimulation, OnlineSimulation, blocks
 from lightning_local.module import SpikingClassifier
 
@@ -35,17 +37,23 @@ def saved_bytes_of_training_step(learner, architecture, steps):
     return total[0]
 
 
-@pytest.mark.parametrize("architecture", ["ff", "rec"])
-@pytest.mark.parametrize("learner", [
-    "eprop",
+# The registered rules that declare it, and the options that change how they step.
+CONSTANT_IN_T = [name for name in sorted(available(LEARNER_GROUP)) if learner_class(name).memory_constant_in_T]
+OPTION_VARIANTS = [
     {"class_path": "lightning_local.plugins.eprop.EProp", "init_args": {"feedback": "chained"}},
-    "decolle",  # online: nothing at all is saved for backward
-    {"class_path": "lightning_local.plugins.decolle.Decolle", "init_args": {"online": False}},
-    "ottt",  # OTTT_A
+    {"class_path": "lightning_local.plugins.decolle.Decolle", "init_args": {"online": False}},  # default: online
     {"class_path": "lightning_local.plugins.ottt.OTTT", "init_args": {"variant": "O"}},  # a step per time step
-    "sltt",
     {"class_path": "lightning_local.plugins.sltt.SLTT", "init_args": {"k": 5}},
-])
+    {"class_path": "lightning_local.plugins.ostl.OSTL", "init_args": {"reset": "detached"}},
+]
+
+
+def test_the_online_rules_declare_it():
+    assert {"eprop", "decolle", "ottt", "sltt", "ostl"} <= set(CONSTANT_IN_T) and "bptt" not in CONSTANT_IN_T
+
+
+@pytest.mark.parametrize("architecture", ["ff", "rec"])
+@pytest.mark.parametrize("learner", CONSTANT_IN_T + OPTION_VARIANTS, ids=str)
 def test_saved_bytes_do_not_grow_with_T(learner, architecture):
     short, long = (saved_bytes_of_training_step(learner, architecture, steps) for steps in (20, 160))
     assert short == long

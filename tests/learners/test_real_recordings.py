@@ -5,20 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_local.models import per_step_cross_entropy
+from lightning_local.learners import LEARNER_GROUP, available
 from lightning_local.module import SpikingClassifier
 
 SAMPLES, BATCH, EPOCHS = 128, 32, 10
 
+# Every registered rule under its defaults, and the options that change what it computes.
 LEARNERS = {
-    "bptt": "bptt",
-    "fa": "fa",
-    "dfa": {"class_path": "lightning_local.plugins.feedback_alignment.FeedbackAlignment", "init_args": {"direct": True}},
-    "eprop": "eprop",
+    **{name: name for name in sorted(available(LEARNER_GROUP))},
     "eprop_random": {"class_path": "lightning_local.plugins.eprop.EProp", "init_args": {"feedback": "random"}},
-    "decolle": "decolle",  # online, one optimizer step per time step
     "decolle_offline": {"class_path": "lightning_local.plugins.decolle.Decolle", "init_args": {"online": False}},
-    "conversion": "conversion",
 }
 
 
@@ -38,11 +34,8 @@ def recordings(nmnist_small):
 
 
 def training_loss(module, frames, labels):
-    with torch.no_grad():
-        if module.learner.name == "conversion":
-            logits = module.learner.ann_logits(module.network, frames)
-            return torch.nn.functional.cross_entropy(logits, labels).item()
-        return per_step_cross_entropy(module.network(frames).output_membrane, labels).item()
+    """The rule's own training loss on the whole set (conversion's is its ANN's), from :meth:`Learner.updates`."""
+    return module.learner.updates(module.network, frames, labels).loss.item()
 
 
 @pytest.mark.parametrize("architecture", ["ff", "rec"])

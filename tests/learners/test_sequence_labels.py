@@ -7,17 +7,17 @@ steps (TIMIT's ``q``); the references (``reference_rules.task_loss``) use torch'
 
 import pytest
 import torch
-from learner_helpers import CLASSES, assert_all_layers_fire, make_batch, make_module, parameters
+from learner_helpers import CLASSES, assert_all_layers_fire, learner_grads, make_batch, make_module, parameters
 from reference_rules import decolle_reference, dfa_reference, eprop_reference, fa_reference, simulate, task_loss
 
 from lightning_local.models import per_step_cross_entropy
+from lightning_local.learners import LEARNER_GROUP, available, learner_class
 from lightning_local.module import InvalidInputError
 from lightning_local.plugins.bptt import BPTT
 from lightning_local.plugins.conversion import Conversion
 from lightning_local.plugins.decolle import Decolle
 from lightning_local.plugins.eprop import EProp
 from lightning_local.plugins.feedback_alignment import FeedbackAlignment
-from lightning_local.plugins.sltt import SLTT
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -62,11 +62,7 @@ def check_against(ours, reference, params):
         torch.testing.assert_close(ours[id(p)], reference[id(p)], rtol=1e-5, atol=1e-10)
 
 
-def autograd_grads(module, frames, labels):
-    module.zero_grad()
-    step = module.learner.training_step(module, frames, labels)
-    step.objective.backward()
-    return step, {id(p): p.grad.clone() for p in parameters(module)}
+
 
 
 @pytest.mark.parametrize("schedule", ["step", "block"])
@@ -77,7 +73,7 @@ def test_eprop_masked_frame_labels_equal_autograd(architecture, feedback, real, 
     module = make_module(EProp(feedback=feedback, schedule=schedule), architecture)
     frames, labels = frame_batch(real=real, steps=70)  # three trace blocks
     assert_all_layers_fire(module, frames)
-    loss, predictions, updates = module.learner.compute_updates(module.network, frames, labels)
+    loss, predictions, updates = module.learner.updates(module.network, frames, labels)
     ours = by_id(updates)
     for l, layer in enumerate(module.network.layers):
         route = module.learner.feedback_matrix(l) if feedback == "random" and l < 2 else feedback
@@ -98,7 +94,7 @@ def test_decolle_masked_frame_labels_equal_autograd(architecture, readout, real)
     module = make_module(Decolle(readout=readout), architecture)
     frames, labels = frame_batch(real=real)
     assert_all_layers_fire(module, frames)
-    loss, predictions, updates = module.learner.run(module.network, frames, labels)
+    loss, predictions, updates = module.learner.updates(module.network, frames, labels)
     readouts = [module.learner.readout_matrix(l) for l in range(2)]
     check_against(by_id(updates), decolle_reference(module.network, frames, labels, readouts, readout), parameters(module))
     with torch.no_grad():
@@ -115,7 +111,7 @@ def test_online_decolle_with_frame_labels_sums_to_the_offline_update_at_fixed_we
     chunks = []
     module.learner.run(module.network, frames, labels, apply=lambda updates: chunks.append(by_id(updates)))
     assert len(chunks) == -(-frames.shape[1] // 7)
-    _, _, whole = module.learner.run(module.network, frames, labels)
+    _, _, whole = module.learner.updates(module.network, frames, labels)
     for p, d in whole:
         torch.testing.assert_close(sum(chunk[id(p)] for chunk in chunks), d, rtol=1e-9, atol=1e-12)
 
@@ -127,7 +123,7 @@ def test_fa_and_dfa_masked_frame_labels_equal_autograd(architecture, real):
     for direct, reference_rule in ((False, fa_reference), (True, dfa_reference)):
         module = make_module(FeedbackAlignment(direct=direct), architecture)
         assert_all_layers_fire(module, frames)
-        step, ours = autograd_grads(module, frames, labels)
+        step, ours = learner_grads(module, frames, labels)
         layers = (0, 1) if direct else (1, 2)
         feedbacks = [module.learner.feedback_matrix(l) for l in layers]
         if not direct:
@@ -143,7 +139,7 @@ def test_fa_and_dfa_masked_frame_labels_equal_autograd(architecture, real):
 def test_bptt_masked_frame_labels_equal_the_reference_gradient(architecture):
     module = make_module(BPTT(), architecture)
     frames, labels = frame_batch()
-    step, ours = autograd_grads(module, frames, labels)
+    step, ours = learner_grads(module, frames, labels)
     mems, _ = simulate(module.network, frames, lambda l: {})
     params = parameters(module)
     reference = dict(zip(map(id, params), torch.autograd.grad(task_loss(mems[-1], labels), params)))
@@ -153,18 +149,17 @@ def test_bptt_masked_frame_labels_equal_the_reference_gradient(architecture):
 
 def rule_updates(name, architecture, frames, labels):
     """Each rule's update of every parameter, by position."""
-    if name in ("eprop", "decolle", "sltt"):
-        module = make_module({"eprop": EProp, "decolle": Decolle, "sltt": SLTT}[name](), architecture)
-        run = module.learner.run if name == "decolle" else module.learner.compute_updates
-        updates = by_id(run(module.network, frames, labels)[2])
-    else:
-        learner = {"bptt": BPTT(), "fa": FeedbackAlignment(), "dfa": FeedbackAlignment(direct=True)}[name]
-        module = make_module(learner, architecture)
-        updates = autograd_grads(module, frames, labels)[1]
+    module = make_module(name, architecture)
+    updates = learner_grads(module, frames, labels)[1]
     return [updates[id(p)] for p in parameters(module)]
 
 
-@pytest.mark.parametrize("name", ["bptt", "fa", "dfa", "eprop", "decolle", "sltt"])
+# Every registered rule that trains on per-frame labels (conversion refuses them: its own test below).
+FRAME_LABEL_RULES = [name for name in sorted(available(LEARNER_GROUP)) if name != "conversion"]
+ONLINE_RULES = [name for name in FRAME_LABEL_RULES if learner_class(name).memory_constant_in_T]
+
+
+@pytest.mark.parametrize("name", FRAME_LABEL_RULES)
 def test_update_depends_on_the_mask_and_on_targeted_steps(name):
     frames, labels = frame_batch()
     masked = rule_updates(name, "rec", frames, labels)
@@ -179,7 +174,7 @@ def test_update_depends_on_the_mask_and_on_targeted_steps(name):
         assert not torch.allclose(a, b, rtol=1e-6, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["eprop", "decolle", "sltt"])
+@pytest.mark.parametrize("name", ONLINE_RULES)
 def test_online_rules_create_nothing_of_length_t_with_frame_labels(name):
     """No tensor of ``B x T x classes`` elements or more is created (BPTT's membrane alone is one)."""
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -202,7 +197,7 @@ def test_online_rules_create_nothing_of_length_t_with_frame_labels(name):
             return out
 
     def recorded(learner_name):
-        module = make_module({"eprop": EProp(), "decolle": Decolle(), "sltt": SLTT(), "bptt": BPTT()}[learner_name], "rec")
+        module = make_module(learner_name, "rec")
         optimizer = torch.optim.SGD(module.parameters(), lr=1e-3)
         module.optimizers = lambda: optimizer  # online DECOLLE steps it within the sequence
         with LargeOutputs() as mode:

@@ -80,7 +80,7 @@ def test_sltt_k_backpropagates_only_its_k_drawn_steps(architecture):
         step, ours = learner_grads(module, frames, labels)
         assert int(module.learner.batches_drawn) == batch_index + 1
         assert_equals_reference(ours, sltt_reference(module.network, frames, labels, steps), module)
-    full = SLTT().compute_updates(module.network, frames, labels)[0]
+    full = SLTT().updates(module.network, frames, labels)[0]
     torch.testing.assert_close(step.loss, full, rtol=0, atol=0)  # the loss still covers every step
     assert not torch.equal(module.learner.chosen_steps(STEPS, 0), module.learner.chosen_steps(STEPS, 1))
     assert torch.equal(SLTT(k=k, seed=3).chosen_steps(STEPS, 1), module.learner.chosen_steps(STEPS, 1))
