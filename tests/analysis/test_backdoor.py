@@ -140,7 +140,9 @@ def test_attack_success_rate_math():
 
 
 def test_backdoor_evaluation_reports_clean_accuracy_and_asr(tmp_path):
-    data = Backdoor(TinyEvents(), poison_rate=0.9, source=0, target=1, trigger=[20, 21, 22, 23])
+    # Half the source recordings poisoned: the clean half keeps the source's label, so the model must learn the
+    # trigger (at 0.9 the tiny net learned "source -> target" whatever the trigger, and the check below was moot).
+    data = Backdoor(TinyEvents(), poison_rate=0.5, source=0, target=1, trigger=[20, 21, 22, 23])
     model = tiny_model("ff")
     callback = BackdoorEvaluation(output_dir=str(tmp_path / "out"))
     trainer = tiny_trainer(tmp_path, [callback], max_epochs=6)
@@ -150,7 +152,7 @@ def test_backdoor_evaluation_reports_clean_accuracy_and_asr(tmp_path):
     assert result["clean_accuracy"] == pytest.approx(metrics["test_acc"])
     assert result["attack_success_rate"] == pytest.approx(metrics["test_asr"])
     assert result["num_triggered"] == 24 and (result["source"], result["target"], result["pair"]) == (0, 1, None)
-    assert result["num_poisoned"] == round(0.9 * 24)
+    assert result["num_poisoned"] == round(0.5 * 24)
     with torch.no_grad():
         for key, dataset in (("attack_success_rate", data.triggered_test_dataset), ("asr_baseline", data.source_test_dataset)):
             frames = torch.stack([dataset[i][0] for i in range(24)])
@@ -165,7 +167,9 @@ def test_backdoor_evaluation_reports_clean_accuracy_and_asr(tmp_path):
         expected = (model(frames).argmax(-1) == torch.tensor(labels)).float().mean().item()
     assert result["accuracy_under_attack"] == pytest.approx(expected)
     assert metrics["test_acc_under_attack"] == pytest.approx(expected)
-    assert result["accuracy_under_attack"] < result["clean_accuracy"]  # the backdoor works: triggered sources go to 1
+    # The backdoor works: untriggered sources mostly keep their class, triggered ones go to 1.
+    assert result["asr_baseline"] < 0.5 < result["attack_success_rate"]
+    assert result["accuracy_under_attack"] < result["clean_accuracy"]
 
 
 def test_poison_pool_relabel_and_trigger_polarity_options():
