@@ -29,13 +29,12 @@ the CLI and checks the ``paper/`` files against Table VII.
 from __future__ import annotations
 
 import inspect
-from importlib import import_module
 from pathlib import Path
 
 import yaml
 
 from lightning_local.benchmark.paper import TABLE_VII
-from lightning_local.learners.registry import LEARNER_GROUP, available
+from lightning_local.learners.registry import LEARNER_GROUP, available, learner_class
 
 HERE = Path(__file__).resolve().parent
 ARCHITECTURES = ("ff", "rec")
@@ -90,11 +89,6 @@ TABLE_VI_RULES = ("bptt", "decolle")
 # on N-MNIST (BPTT FF, 17x17, T=25: loss stuck at 2.45, chance accuracy after 4 epochs); at 1e-4 it
 # learned (test 0.876 after 8 epochs). Online DECOLLE keeps OUR_LR / T (it learned at that rate).
 OUR_CONV_LR = 1e-4
-
-
-def learner_class(class_path: str) -> type:
-    module, _, attr = class_path.rpartition(".")
-    return getattr(import_module(module), attr)
 
 
 def conv_learners() -> dict[str, str]:
