@@ -343,21 +343,26 @@ class Conversion(AutogradLearner):
 
     # ------------------------------------------------------------- training
     def training_step(self, module: "SpikingClassifier", frames: Tensor, labels: Tensor) -> LearnerStep:
-        """The ANN's step (:meth:`objective`), keeping the batch for the normalisation (and rate balancing)."""
-        step = super().training_step(module, frames, labels)
-        self._calibration.append((self.ann_inputs(frames).detach(), frames.shape[1]))
+        """The ANN's step, keeping its input for the normalisation (and the frames for rate balancing)."""
+        inputs = self.ann_inputs(frames)  # once: the step and the calibration share it
+        loss, logits, objective = self.ann_objective(module.network, inputs, labels)
+        self._calibration.append((inputs.detach(), frames.shape[1]))
         del self._calibration[: -self.calibration_batches]
         if self.balance == "rates":  # binary frames are kept as bool (1/4 of the memory)
             binary = bool(((frames == 0) | (frames == 1)).all())
             self._balance_frames.append(frames.detach().bool() if binary else frames.detach().clone())
             del self._balance_frames[: -self.balance_batches]
-        return step
+        return LearnerStep(loss=loss.detach(), logits=logits.detach(), objective=objective)
 
     def objective(self, network: "SpikingNetwork", frames: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The ReLU ANN's cross-entropy on :meth:`ann_inputs` (the network holds the ANN weights while it trains)."""
+        return self.ann_objective(network, self.ann_inputs(frames), labels)
+
+    def ann_objective(self, network: "SpikingNetwork", inputs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`objective` from the ANN's input ``a_0`` (:meth:`ann_inputs`) instead of the frames."""
         self.check_labels(labels)
         self.restore_ann(network)
-        logits = self.ann_activations(network, self.ann_inputs(frames))[-1]
+        logits = self.ann_activations(network, inputs)[-1]
         loss = torch.nn.functional.cross_entropy(logits, labels)
         objective = loss
         for layer in network.layers:

@@ -27,7 +27,7 @@ def rules_table() -> str:
     rows = ["| name | rule | options (default) | conv nets | memory flat in T |", "|---|---|---|---|---|"]
     for name in sorted(available(LEARNER_GROUP)):
         cls = learner_class(name)
-        summary = (inspect.getdoc(cls) or "").splitlines()[0].replace("``", "`") if cls.__doc__ else ""
+        summary = inspect.cleandoc(cls.__doc__).splitlines()[0].replace("``", "`") if cls.__doc__ else "-"  # its own
         parameters = [p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"]
         options = ", ".join(f"`{p.name}` ({p.default!r})" for p in parameters if p.default is not p.empty) or "-"
         rows.append(f"| `{name}` | {summary} | {options} | {'no' if cls.linear_only else 'yes'} | "

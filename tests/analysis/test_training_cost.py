@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lightning_local.analysis.training_cost import cost_over_steps, probe_module, step_cost, with_steps
-from lightning_local.learners.registry import LEARNER_GROUP, available, build_learner
+from lightning_local.learners.registry import LEARNER_GROUP, available, learner_class
 from lightning_local.module import SpikingClassifier
 
 STEPS = (40, 80, 160)  # past one 32-step block, so block rules carry the same block at every T
@@ -32,7 +32,7 @@ def bptt_slopes() -> dict:
 
 @pytest.mark.parametrize("name", sorted(available(LEARNER_GROUP)))
 def test_memory_slope_over_T_is_what_the_rule_declares(name, bptt_slopes):
-    learner = type(build_learner(name))
+    learner = learner_class(name)
     rows, slopes = cost_over_steps(module(name, "rec"), *batch(), STEPS, repeats=1, warmup=0)
     if learner.memory_constant_in_T:
         assert abs(slopes["memory_bytes_per_step"]) < 0.01 * bptt_slopes["memory_bytes_per_step"], rows

@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_local.learners.registry import LEARNER_GROUP, available, build_learner, learner_class_path
+from lightning_local.learners.registry import LEARNER_GROUP, available, learner_class, learner_class_path
 from lightning_local.module import InvalidInputError, SpikingClassifier
 
 STEPS, INPUTS, CLASSES = 12, 24, 3
@@ -103,14 +103,14 @@ def test_fit_test_checkpoint_resume(key, architecture, tmp_path):
 
 
 def test_the_registry_lists_the_built_in_learners():
-    assert {"bptt", "fa", "eprop", "decolle", "conversion", "ottt", "sltt"} <= set(REGISTERED)
+    assert {"bptt", "fa", "eprop", "decolle", "conversion", "ottt", "sltt", "ostl"} <= set(REGISTERED)
 
 
 @pytest.mark.parametrize("architecture", ["ff", "rec"])
 @pytest.mark.parametrize("name", REGISTERED)
 def test_every_registered_learner_on_a_conv_net(name, architecture, tmp_path):
     """Rules without ``linear_only`` train a conv net through Lightning; the others refuse it in one sentence."""
-    linear_only = type(build_learner(name)).linear_only
+    linear_only = learner_class(name).linear_only
     torch.manual_seed(0)
     if linear_only:
         with pytest.raises(InvalidInputError, match="trains fully connected networks only") as refused:

@@ -6,7 +6,7 @@ import math
 
 import optuna
 import pytest
-from lightning_local.learners import NEURON_SPACE, Learner, build_learner
+from lightning_local.learners import NEURON_SPACE, Learner, learner_class
 from lightning_local.learners.registry import LEARNER_GROUP, available
 from lightning_local.benchmark.paper import TABLE_VII
 from lightning_local.tuning.space import (
@@ -24,14 +24,14 @@ REGISTERED = sorted(available(LEARNER_GROUP))
 
 @pytest.mark.parametrize("name", REGISTERED)
 def test_every_registered_learner_declares_a_space_that_parses(name):
-    space = learner_space(type(build_learner(name)))
+    space = learner_space(learner_class(name))
     assert space and all(p.key.split(".")[0] in ("model", "data", "learner") for p in space)
 
 
 @pytest.mark.parametrize("name", sorted({rule for _, rule, _ in TABLE_VII}))
 def test_the_neuron_space_holds_every_table_vii_value_of_the_rule(name):
     """Ranges include Table VII: decays as time constants (tau = -1/ln a), V_th, lr and batch size."""
-    space = {p.key: p for p in learner_space(type(build_learner(name)))}
+    space = {p.key: p for p in learner_space(learner_class(name))}
     for (_, rule, _), (a, b, v_th, lr, batch, _) in TABLE_VII.items():
         if rule != name:
             continue
