@@ -59,9 +59,10 @@ def run(args: Optional[Sequence[str]] = None) -> int:
     else:
         executor = make_executor(options, spec.resources)
         summary = run_grid(jobs, store, executor)
+        store.record_invocation(summary)
         for path in export_tuned(spec, jobs, store, f"lightning-local benchmark --config {options.config}"):
             print(f"tuned config: {path}")
-    report = write_report(jobs, store, output / "report", spec.name, summary)
+    report = write_report(jobs, store, output / "report", spec.name, summary or store.last_invocation())
     if summary is not None:
         print(f"benchmark {spec.name}: {summary['done']}/{summary['total']} done ({summary['done'] - summary['earlier']} "
               f"now, {summary['earlier']} earlier), {summary['failed']} failed, {summary['seconds']:.0f} s; "

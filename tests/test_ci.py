@@ -13,4 +13,4 @@ def test_ci_runs_exactly_the_readmes_set_up_commands():
     script = (REPO / ".ci" / "run").read_text().splitlines()
     ci = [line for line in script if line.strip() and not line.startswith(("#", "set ", "cd "))]
     assert ci == commands
-    assert commands[-1] == "python -m pytest -q --durations=15"
+    assert commands[-1] == "python -m pytest -q -n logical --durations=15"

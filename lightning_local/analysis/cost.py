@@ -41,9 +41,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lightning_local.benchmark.figures import figure_section, panel_grid
+from lightning_local.benchmark.figures import figure_section, panel_grid, place_legend, series_style
 from lightning_local.benchmark.results import main_runs, markdown, mean_std_n, title
 
+from ..learners.traces import BLOCK_STEPS
 from ..models import NetworkOutput, SpikingNetwork
 from ..synapses import Synapse
 from .base import EvaluationAnalysis, ReportSection
@@ -257,8 +258,11 @@ class Cost(EvaluationAnalysis):
         lines = ["## Cost: training memory and time, inference operations", "",
                  "Mean ± std over seeds. Training: memory of one training step (autograd's saved tensors plus the state "
                  "a rule carries between steps and its accumulated updates; not the weights, optimizer or input), its "
-                 "time, and the slopes over the probe's T values (default 25, 50, 100, 200; the measured Table I), on a probe copy with the cost "
-                 "callback's probe batch. Inference, NeuroBench's definitions per sample: ACs on spike inputs, MACs on "
+                 "time, and the slopes over the probe's T values (default 25, 50, 100, 200; the measured Table I), on a "
+                 "probe copy with the cost callback's probe batch. The online rules run the sequence in blocks of "
+                 f"{BLOCK_STEPS} steps and hold one block's state from T = {BLOCK_STEPS} on, so their memory is flat from "
+                 "there and their small memory slope is the step up from the probe's shortest T (every T: each run's "
+                 "analysis/cost_*_over_T.csv). Inference, NeuroBench's definitions per sample: ACs on spike inputs, MACs on "
                  "dense inputs, dense ops (every weight at every step), activation sparsity (zero spikes over all "
                  "layers and steps), footprint (parameter and buffer bytes). Definitions: lightning_local/analysis/"
                  "cost.py and training_cost.py.", ""]
@@ -271,7 +275,8 @@ class Cost(EvaluationAnalysis):
                                   "n": part.n.astype(int).tolist()})
             lines += [f"### {title(dataset)}", "", markdown(shown), ""]
         plotted = table[["dataset", "rule", "arch", "acc_mean", "acc_std", "memory_mb_mean", "memory_mb_std"]]
-        figure = figure_section(cls.report_order + 1, "cost_accuracy_vs_memory", CAPTION, plotted, _plot, folder, FIGURE_CSV)
+        figure = figure_section(cls.report_order + 1, "cost_accuracy_vs_memory", CAPTION, plotted,
+                                accuracy_vs_memory_figure, folder, FIGURE_CSV)
         return [ReportSection(cls.report_order, lines, [CSV]), figure]
 
 
@@ -308,22 +313,24 @@ def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def _plot(table: pd.DataFrame):
+def accuracy_vs_memory_figure(table: pd.DataFrame):
     """Accuracy against training-step memory, one point per rule and architecture, a panel per dataset."""
     panels = list(table.groupby("dataset", sort=False))
     if not panels:
         return None
     figure, axes = panel_grid(len(panels))
     for ax, (dataset, part) in zip(axes, panels):
+        rules = list(dict.fromkeys(part.rule))  # a colour per rule, a marker per architecture
         for r in part.itertuples():
-            ax.errorbar(r.memory_mb_mean, r.acc_mean, xerr=r.memory_mb_std, yerr=r.acc_std, marker="o" if r.arch == "ff"
-                        else "s", capsize=2, label=f"{r.rule} {r.arch.upper()}")
+            ax.errorbar(r.memory_mb_mean, r.acc_mean, xerr=r.memory_mb_std, yerr=r.acc_std,
+                        color=series_style(rules.index(r.rule))["color"], marker="o" if r.arch == "ff" else "s",
+                        capsize=2, label=f"{r.rule} {r.arch.upper()}")
         ax.set_xscale("log")
         ax.set_xlabel("training step memory (MB, log)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{title(dataset)}: accuracy vs training memory", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        place_legend(ax, len(part))
     return figure
 
 

@@ -13,7 +13,8 @@ Statuses: ``pending`` (registered, never started), ``running`` (claimed by an
 owner that sends heartbeats), ``done``, ``failed``. A ``running`` row whose owner
 is gone (same host and its process is dead, or no heartbeat for
 :data:`STALE_AFTER` seconds) counts as interrupted and can be claimed again;
-the ``events`` table keeps the history (start, resume, done, failed).
+the ``events`` table keeps the history (start, resume, done, failed), and under the empty key
+(:data:`GRID`, no run's) each grid invocation's summary, which ``--report-only`` shows again.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from typing import Any, Optional
 HEARTBEAT_EVERY = 10.0
 STALE_AFTER = 90.0
 STATUSES = ("pending", "running", "done", "failed")
+GRID = ""  # the events key of whole-grid events: run keys are hashes, never empty
+INVOCATION = "invocation"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -186,7 +189,19 @@ class ResultStore:
             conn.execute("INSERT INTO events (key, time, event, detail) VALUES (?, ?, 'failed', ?)",
                          (key, time.time(), json.dumps({"error": error})))
 
+    def record_invocation(self, summary: dict) -> None:
+        """Keep a grid invocation's counts (total, earlier, done, failed) and wall time (``seconds``) for later reports;
+        the per-run results in ``summary`` are in the runs' rows already."""
+        self.record(GRID, INVOCATION, {k: summary[k] for k in ("total", "earlier", "done", "failed", "seconds")})
+
     # ------------------------------------------------------------------- reads
+    def last_invocation(self) -> Optional[dict]:
+        """The summary of the last grid invocation, or None before the first."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT detail FROM events WHERE key = ? AND event = ? ORDER BY id DESC LIMIT 1",
+                               (GRID, INVOCATION)).fetchone()
+        return json.loads(row["detail"]) if row else None
+
     def get(self, key: str) -> Optional[dict]:
         """The run as a dict (JSON columns decoded), or None."""
         rows = self.runs([key])

@@ -75,6 +75,8 @@ def test_tiny_benchmark_through_the_cli(tmp_path, capsys, tiny_digits):
     store.record(backdoor["key"], "test", metrics={**backdoor["metrics"], "backdoor": {"source": 0}})
     code, out = benchmark(args + ["--report-only"], capsys)
     assert code == 0 and "re-read the results of 6 finished runs" in out
+    report = (tmp_path / "out" / "report" / "report.md").read_text()
+    assert "(0 runs finished now, 6 earlier, 0 failed)" in report, "the last grid invocation's wall time stays"
     assert store.get(backdoor["key"])["metrics"] == backdoor["metrics"]
     table_v = pd.read_csv(tmp_path / "out" / "report" / "table5_backdoor.csv")
     assert table_v.attacked_mean.notna().all()

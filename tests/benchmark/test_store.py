@@ -14,6 +14,17 @@ import pytest
 from lightning_local.benchmark.store import STALE_AFTER, ResultStore, owner_id
 
 
+def test_the_last_grid_invocation_is_kept_for_later_reports(tmp_path):
+    store = ResultStore(tmp_path / "s.sqlite")
+    store.register(rows(1))
+    assert store.last_invocation() is None
+    store.record_invocation({"total": 1, "earlier": 0, "done": 1, "failed": 0, "seconds": 12.5, "results": [{"k": 1}]})
+    store.record_invocation({"total": 1, "earlier": 1, "done": 1, "failed": 0, "seconds": 0.5, "results": []})
+    assert store.last_invocation() == {"total": 1, "earlier": 1, "done": 1, "failed": 0, "seconds": 0.5}
+    assert store.events("k0") == [], "a grid's event is no run's"
+    assert ResultStore(store.path).last_invocation()["seconds"] == 0.5  # in the file, not in the object
+
+
 def rows(n: int) -> list[dict]:
     return [{"key": f"k{i}", "kind": "train", "name": f"run {i}", "dataset": "d", "rule": "bptt", "arch": "ff",
              "seed": i, "config": {"seed_everything": i}, "run_dir": f"/tmp/r{i}"} for i in range(n)]
