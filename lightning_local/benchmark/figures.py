@@ -13,8 +13,9 @@ from matplotlib.figure import Figure
 from lightning_local.analysis.base import ReportSection
 from lightning_local.analysis.io import save_figure, write_csv
 
-# More series than this and the legend goes beside the axes, where it hides no data.
+# More series than this and the legend goes beside the axes, where it hides no data ...
 LEGEND_INSIDE = 6
+# ... in columns of at most this many entries (a 3.2-inch panel holds about 22 at font size 7).
 LEGEND_ROWS = 22
 
 
